@@ -1,0 +1,58 @@
+"""Configuration: one settings object, read once from ``MMSEARCH_*`` variables and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("mmsearch", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Every knob mmsearch has. Environment variables are the field names upper-cased,
+    prefixed with ``MMSEARCH_`` (``MMSEARCH_MILVUS_URI``, ``MMSEARCH_BATCH_SIZE``, ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="MMSEARCH_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Where the default Milvus Lite file and other local state live."""
+
+    milvus_uri: str = ""
+    """A Milvus Lite file path (default: ``<data_dir>/mmsearch.db``) or a server URI
+    such as ``http://localhost:19530``."""
+
+    milvus_token: str | None = None
+    """Token for a Milvus server (``user:password`` or an API key)."""
+
+    collection: str = "images"
+
+    embed_model: str = "base_en_v1.5"
+    """Visualized BGE variant (``base_en_v1.5`` or ``m3``) or a local directory holding
+    its checkpoint, the text model's ``config.json`` and tokenizer files."""
+
+    device: str = "auto"
+    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
+
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """``auto``: float16/bfloat16 on a GPU, float32 on the CPU."""
+
+    batch_size: int = Field(default=16, ge=1, le=4096)
+
+    decode_workers: int = Field(default=4, ge=1, le=64)
+    """Threads decoding images while the model embeds the previous batch."""
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.milvus_uri:
+            self.milvus_uri = str(self.data_dir / "mmsearch.db")
+        return self
+
+    @property
+    def uses_milvus_lite(self) -> bool:
+        return not self.milvus_uri.startswith(("http://", "https://", "tcp://", "unix:"))

@@ -1,0 +1,45 @@
+"""Exception types raised by the library.
+
+Each is raised where the problem is found; the CLI and the MCP server turn them
+into one clear message at the edge.
+"""
+
+
+class MMSearchError(Exception):
+    """Base class for every error mmsearch raises on purpose."""
+
+
+class ConfigurationError(MMSearchError):
+    """A setting is missing, malformed or contradicts another."""
+
+
+class ModelLoadError(MMSearchError):
+    """Model weights or configuration could not be found or do not match the architecture."""
+
+
+class ImageDecodeError(MMSearchError):
+    """A file could not be read as an image."""
+
+
+class ModelMismatchError(MMSearchError):
+    """A collection was filled by one embedding model and is used with another."""
+
+
+class CollectionNotFoundError(MMSearchError):
+    """The named collection does not exist."""
+
+
+class StoreError(MMSearchError):
+    """The vector database refused or failed an operation."""
+
+
+class InvalidQueryError(MMSearchError):
+    """A search or rerank request is malformed (empty, wrong types, out of range)."""
+
+
+class AccessDeniedError(MMSearchError):
+    """A path lies outside the configured allowed roots."""
+
+
+class RerankError(MMSearchError):
+    """The reranker failed or is not configured."""
