@@ -120,9 +120,7 @@ class SearchFilter(BaseModel):
 
     path_prefix: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_STRING_CHARS)
     path_glob: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_STRING_CHARS)
-    path_contains: StrictStr | None = Field(
-        default=None, min_length=1, max_length=MAX_STRING_CHARS
-    )
+    path_contains: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_STRING_CHARS)
     metadata: dict[StrictStr, MetadataValue] = Field(default_factory=dict)
     metadata_in: dict[
         StrictStr, Annotated[list[MetadataValue], Field(min_length=1, max_length=MAX_IN_VALUES)]
@@ -231,7 +229,10 @@ def to_milvus_expr(flt: SearchFilter | None) -> str:
         # Milvus Lite rejects `json["key"] in [...]`, so spell it as a disjunction.
         alts = [f'metadata["{key}"] == {format_value(v)}' for v in values]
         clauses.append("(" + " or ".join(alts) + ")")
-    for field, lo, hi in (("mtime", flt.mtime_min, flt.mtime_max), ("size", flt.size_min, flt.size_max)):
+    for field, lo, hi in (
+        ("mtime", flt.mtime_min, flt.mtime_max),
+        ("size", flt.size_min, flt.size_max),
+    ):
         if lo is not None:
             clauses.append(f"{field} >= {_number(lo, field + '_min')}")
         if hi is not None:

@@ -27,7 +27,9 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_image_bytes(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
+def read_image_bytes(
+    path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> bytes:
     """Read a whole image file, refusing empty files and files above ``max_bytes``.
 
     The size is checked before reading and again while reading, so a file that grows
@@ -38,7 +40,9 @@ def read_image_bytes(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_M
         with p.open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size > max_bytes:
-                raise ImageDecodeError(f"{p}: file is {size} bytes, over the {max_bytes}-byte limit")
+                raise ImageDecodeError(
+                    f"{p}: file is {size} bytes, over the {max_bytes}-byte limit"
+                )
             data = fh.read(max_bytes + 1)
     except FileNotFoundError:
         raise ImageDecodeError(f"{p}: no such file") from None
@@ -60,9 +64,11 @@ def _to_rgb_or_rgba(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode in ("RGB", "RGBA"):
         return img
-    has_alpha = mode in ("LA", "PA", "La", "RGBa") or (
-        mode == "P" and "transparency" in img.info
-    ) or (mode in ("L", "RGB") and "transparency" in img.info)
+    has_alpha = (
+        mode in ("LA", "PA", "La", "RGBa")
+        or (mode == "P" and "transparency" in img.info)
+        or (mode in ("L", "RGB") and "transparency" in img.info)
+    )
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # High bit depth greyscale: scale the actual range to 8 bits instead of clipping.
         arr = np.asarray(img, dtype=np.float64)

@@ -287,7 +287,9 @@ class MilvusStore:
                     f"vector of shape {vec.shape} does not fit collection {name!r} (dim {info.dim})"
                 )
             if len(row.path) > MAX_PATH_CHARS:
-                raise StoreError(f"path longer than {MAX_PATH_CHARS} characters: {row.path[:80]}...")
+                raise StoreError(
+                    f"path longer than {MAX_PATH_CHARS} characters: {row.path[:80]}..."
+                )
             entities.append(row.to_entity())
         for start in range(0, len(entities), INSERT_BATCH):
             chunk = entities[start : start + INSERT_BATCH]
@@ -320,12 +322,12 @@ class MilvusStore:
 
     def count(self, name: str) -> int:
         self._ready(name)
-        res = self._call(
-            "count", self._client.query, name, filter="", output_fields=["count(*)"]
-        )
+        res = self._call("count", self._client.query, name, filter="", output_fields=["count(*)"])
         return int(res[0]["count(*)"]) if res else 0
 
-    def get(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[ImageRecord]:
+    def get(
+        self, name: str, ids: Sequence[str], *, with_vectors: bool = False
+    ) -> list[ImageRecord]:
         """Records for the ids that exist, in the order asked (missing ids are skipped)."""
         rows = self.get_rows(name, ids, with_vectors=with_vectors)
         return [_record(rows[i]) for i in dict.fromkeys(ids) if i in rows]
@@ -340,7 +342,9 @@ class MilvusStore:
         for start in range(0, len(wanted), QUERY_BATCH):
             chunk = wanted[start : start + QUERY_BATCH]
             expr = "id in [" + ", ".join(quote_string(i) for i in chunk) + "]"
-            for row in self._call("get", self._client.query, name, filter=expr, output_fields=fields):
+            for row in self._call(
+                "get", self._client.query, name, filter=expr, output_fields=fields
+            ):
                 found[row["id"]] = dict(row)
         return found
 
