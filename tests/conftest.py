@@ -80,7 +80,9 @@ def photo_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("photo_sources")
     for name, attr in PHOTOS.items():
-        Image.fromarray(getattr(data, attr)()).save(folder / name)
+        img = Image.fromarray(getattr(data, attr)())
+        img.thumbnail((256, 256))  # keeps the suite fast; still real photographs
+        img.save(folder / name)
     return folder
 
 
