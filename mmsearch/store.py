@@ -15,6 +15,7 @@ before it can be searched, which :meth:`MilvusStore._ready` takes care of.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -152,12 +153,22 @@ class MilvusStore:
         self._lock = threading.RLock()
         self._info: dict[str, CollectionInfo] = {}
         self._loaded: set[str] = set()
+        self._closed = False
+        if self.is_lite:
+            _lite_acquire(self.uri)
         try:
             if token:
                 self._client = MilvusClient(uri=self.uri, token=token)
             else:
                 self._client = MilvusClient(uri=self.uri)
         except Exception as exc:
+            if self.is_lite:
+                _lite_release(self.uri)
+                raise StoreError(
+                    f"cannot open the Milvus Lite database {self.uri}: {_brief(exc)}. "
+                    "Milvus Lite allows one process per database; is another mmsearch "
+                    "process (CLI, MCP server) using it?"
+                ) from exc
             raise StoreError(f"cannot open Milvus at {self.uri}: {_brief(exc)}") from exc
 
     @classmethod
@@ -253,10 +264,13 @@ class MilvusStore:
             self._client.create_collection,
             name,
             schema=schema,
-            index_params=index_params,
             consistency_level="Strong",
             properties={PROP_MODEL: model_id, PROP_DIM: str(dim), PROP_SCHEMA: SCHEMA_VERSION},
         )
+        # sync=False: the index of an empty collection is ready at once, and pymilvus's
+        # wait for it polls with a fixed half-second sleep.
+        self._call("create index", self._client.create_index, name, index_params, sync=False)
+        self._call("load collection", self._client.load_collection, name)
         log.info("created collection %r (model %s, dim %d) in %s", name, model_id, dim, self.uri)
         self._loaded.add(name)
 
@@ -430,11 +444,18 @@ class MilvusStore:
     # -- lifecycle -----------------------------------------------------------------
 
     def close(self) -> None:
+        """Close the connection; for Milvus Lite, also release the database (its lock)
+        once no other store of this process uses it. Idempotent."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             try:
                 self._client.close()
             except Exception as exc:  # closing is best effort
                 log.debug("closing Milvus client failed: %s", exc)
+            if self.is_lite:
+                _lite_release(self.uri)
             self._info.clear()
             self._loaded.clear()
 
@@ -445,6 +466,33 @@ class MilvusStore:
             return fn(*args, **kwargs)
         except MilvusException as exc:
             raise StoreError(f"Milvus {what} failed: {_brief(exc)}") from exc
+
+
+_lite_lock = threading.Lock()
+_lite_users: dict[str, int] = {}
+
+
+def _lite_acquire(path: str) -> None:
+    with _lite_lock:
+        key = os.path.abspath(path)
+        _lite_users[key] = _lite_users.get(key, 0) + 1
+
+
+def _lite_release(path: str) -> None:
+    """pymilvus keeps a Milvus Lite database open for the whole process (and with it the
+    file lock that keeps other processes out); stop it when its last user closes."""
+    with _lite_lock:
+        key = os.path.abspath(path)
+        left = _lite_users.get(key, 0) - 1
+        if left > 0:
+            _lite_users[key] = left
+            return
+        _lite_users.pop(key, None)
+        try:
+            from milvus_lite.server_manager import server_manager_instance
+        except ImportError:
+            return
+        server_manager_instance.release_server(key)
 
 
 def _brief(exc: BaseException) -> str:

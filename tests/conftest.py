@@ -95,8 +95,14 @@ def photos(tmp_path: Path, photo_sources: Path) -> Path:
 
 
 @pytest.fixture
-def embedder() -> PixelHashEmbedder:
-    return PixelHashEmbedder()
+def make_embedder() -> type[PixelHashEmbedder]:
+    """Build more embedders (another model id or dimension) in a test."""
+    return PixelHashEmbedder
+
+
+@pytest.fixture
+def embedder(make_embedder: type[PixelHashEmbedder]) -> PixelHashEmbedder:
+    return make_embedder()
 
 
 @pytest.fixture
