@@ -147,7 +147,7 @@ def test_data_survives_reopening_in_a_new_process(
         import json, sys
         sys.path.insert(0, {str(ROOT / "tests")!r})
         from conftest import PixelHashEmbedder
-                from mmsearch.config import Settings
+        from mmsearch.config import Settings
         from mmsearch.library import ImageSearch
         with ImageSearch(Settings(data_dir={str(settings.data_dir)!r}),
                          embedder_factory=lambda s: PixelHashEmbedder()) as lib:
