@@ -1,0 +1,97 @@
+"""The mmsearch command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mmsearch.cli import cli, parse_scalar
+
+
+@pytest.fixture
+def run(settings, embedder, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MMSEARCH_DATA_DIR", str(settings.data_dir))
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(
+            cli, list(args), obj={"embedder_factory": lambda s: embedder}, catch_exceptions=False
+        )
+
+    return invoke
+
+
+def test_index_then_search_as_json(run, photos: Path) -> None:
+    result = run("index", str(photos), "--meta", "album=zoo", "--meta", "year=2024")
+    assert result.exit_code == 0
+    assert "indexed 5, unchanged 0" in result.stdout
+    result = run("search", "--image", str(photos / "coffee.jpg"), "--top-k", "2", "--json")
+    assert result.exit_code == 0
+    hits = json.loads(result.stdout)
+    assert [h["path"] for h in hits][0] == str(photos / "coffee.jpg")
+    assert hits[0]["metadata"] == {"album": "zoo", "year": 2024}
+    assert set(hits[0]) == {"id", "path", "score", "metadata"}
+
+
+def test_index_json_report_lists_failures(run, photos: Path) -> None:
+    (photos / "bad.png").write_bytes(b"not an image")
+    result = run("index", str(photos), "--json")
+    report = json.loads(result.stdout)
+    assert report["indexed"] == 5
+    assert [Path(f["path"]).name for f in report["failed"]] == ["bad.png"]
+
+
+def test_search_with_filters(run, photos: Path) -> None:
+    run("index", str(photos))
+    result = run(
+        "search",
+        "--text",
+        "x",
+        "--json",
+        "--filter-path-glob",
+        "*.png",
+        "--filter-path-prefix",
+        str(photos),
+    )
+    names = {Path(h["path"]).name for h in json.loads(result.stdout)}
+    assert names == {"astronaut.png", "chelsea.png", "camera.png"}
+
+
+def test_stats_and_remove(run, photos: Path) -> None:
+    run("index", str(photos))
+    stats = json.loads(run("stats", "--json").stdout)
+    assert stats["count"] == 5 and stats["dim"] == 32
+    assert run("remove", str(photos / "rocket.jpg")).stdout.strip() == "removed 1"
+    assert json.loads(run("stats", "--json").stdout)["count"] == 4
+
+
+def test_errors_are_one_line_on_stderr_with_nonzero_exit(run, photos: Path) -> None:
+    result = run("stats")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: collection 'images' does not exist")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_empty_text_is_an_error(run, photos: Path) -> None:
+    run("index", str(photos))
+    result = run("search", "--text", "  ")
+    assert result.exit_code == 1
+    assert "empty" in result.stderr
+
+
+def test_bad_meta_option_is_a_usage_error(run, photos: Path) -> None:
+    result = run("index", str(photos), "--meta", "novalue")
+    assert result.exit_code == 2
+    assert "KEY=VALUE" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("true", True), ("false", False), ("12", 12), ("1.5", 1.5), ("abc", "abc"), ("nan", "nan")],
+)
+def test_meta_values_are_typed(text: str, value: object) -> None:
+    assert parse_scalar(text) == value and type(parse_scalar(text)) is type(value)
