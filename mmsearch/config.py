@@ -66,9 +66,10 @@ class Settings(BaseSettings):
     milvus_search_params: dict[str, int | float | str] = Field(default_factory=dict)
     """Search parameters passed with every query, as JSON (``{"nprobe": 16}``)."""
 
-    milvus_flush: Literal["end", "batch", "never"] = "end"
+    milvus_flush: Literal["auto", "end", "batch", "never"] = "auto"
     """When indexing asks Milvus to flush: once at the end of a run (and on cancel), after
-    every batch, or never (leave it to Milvus)."""
+    every batch, or never (leave it to Milvus). ``auto``: ``end`` for Milvus Lite,
+    ``never`` for a server."""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

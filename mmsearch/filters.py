@@ -170,10 +170,28 @@ def _folder_condition(folder: str) -> str:
     if folder_str == sep:
         return f"path >= {quote_string(sep)}"
     exact = folder_str[:-1]
-    lower = quote_string(folder_str)
-    upper = _next_string(folder_str)
-    ranged = f"(path >= {lower} and path < {quote_string(upper)})" if upper else f"path >= {lower}"
-    return f"(path == {quote_string(exact)} or {ranged})"
+    return f"(path == {quote_string(exact)} or {_prefix_range(folder_str)})"
+
+
+def _prefix_range(prefix: str) -> str:
+    upper = _next_string(prefix)
+    lower = f"path >= {quote_string(prefix)}"
+    return f"({lower} and path < {quote_string(upper)})" if upper else lower
+
+
+def _glob_condition(pattern: str, like_patterns: bool) -> str | None:
+    stem = pattern.rstrip("*")
+    if not any(ch in stem for ch in "*?"):
+        if stem == pattern:
+            return f"path == {quote_string(pattern)}"
+        # Only trailing stars: a prefix, which a range expresses on every Milvus version.
+        return _prefix_range(stem) if stem else None
+    if not like_patterns:
+        raise InvalidQueryError(
+            "this Milvus server (before 2.4) can only match path prefixes: path_glob may "
+            "have wildcards only at its end (e.g. /photos/2024*)"
+        )
+    return f"path like {quote_string(glob_to_like(pattern))}"
 
 
 def _like_escape(text: str, what: str) -> str:
@@ -196,11 +214,14 @@ def _number(value: object, what: str) -> str:
     return format_value(value)
 
 
-def to_milvus_expr(flt: SearchFilter | None) -> str:
+def to_milvus_expr(flt: SearchFilter | None, *, like_patterns: bool = True) -> str:
     """Translate a filter to a Milvus boolean expression; ``""`` means no filter.
 
     Re-validates every part, so a filter built without validation
     (``SearchFilter.model_construct``) cannot smuggle anything into the expression.
+    ``like_patterns=False`` is for Milvus servers before 2.4, whose ``like`` matches
+    prefixes only: globs other than prefixes and substrings are then refused rather
+    than answered wrongly.
     """
     if flt is None:
         return ""
@@ -212,10 +233,19 @@ def to_milvus_expr(flt: SearchFilter | None) -> str:
             raise InvalidQueryError("path_prefix must be a non-empty string")
         clauses.append(_folder_condition(flt.path_prefix))
     if flt.path_glob is not None:
-        clauses.append(f"path like {quote_string(glob_to_like(flt.path_glob))}")
+        if not isinstance(flt.path_glob, str) or not flt.path_glob:
+            raise InvalidQueryError("path_glob must be a non-empty string")
+        cond = _glob_condition(flt.path_glob, like_patterns)
+        if cond:
+            clauses.append(cond)
     if flt.path_contains is not None:
         if not isinstance(flt.path_contains, str) or not flt.path_contains:
             raise InvalidQueryError("path_contains must be a non-empty string")
+        if not like_patterns:
+            raise InvalidQueryError(
+                "this Milvus server (before 2.4) cannot match substrings: path_contains "
+                "needs Milvus 2.4 or later, or Milvus Lite"
+            )
         inner = _like_escape(flt.path_contains, "path_contains")
         clauses.append(f"path like {quote_string('%' + inner + '%')}")
     for key, value in (flt.metadata or {}).items():

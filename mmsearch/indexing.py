@@ -486,7 +486,7 @@ def index_paths(
             run.notify(batch[-1].path)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        if store.config.flush == "end":
+        if store.flush_policy == "end":
             store.flush(collection)
 
     if prune and not report.cancelled:

@@ -30,7 +30,7 @@ class Query:
     text: str | None
     image: Image.Image | None
     top_k: int
-    expr: str
+    filter: SearchFilter | None
 
 
 def build_query(
@@ -55,13 +55,14 @@ def build_query(
         raise InvalidQueryError(f"top_k must be an integer, not {type(top_k).__name__}")
     if not 1 <= top_k <= settings.max_top_k:
         raise InvalidQueryError(f"top_k must be between 1 and {settings.max_top_k}, got {top_k}")
-    expr = to_milvus_expr(parse_filter(filter))
+    flt = parse_filter(filter)
+    to_milvus_expr(flt)  # validate now; the store's dialect is applied at search time
     pil = None
     if image is not None:
         pil = coerce_image(
             image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         )
-    return Query(text=text, image=pil, top_k=top_k, expr=expr)
+    return Query(text=text, image=pil, top_k=top_k, filter=flt)
 
 
 def embed_query(embedder: ImageTextEmbedder, query: Query) -> np.ndarray:
@@ -78,7 +79,8 @@ def run_search(
     """Embed and search. The collection's model is checked before embedding, so a
     mismatch fails fast and a missing collection raises CollectionNotFoundError."""
     store.require_model(collection, embedder.model_id, embedder.dim)
+    expr = to_milvus_expr(query.filter, like_patterns=store.like_patterns)
     vec = embed_query(embedder, query)
-    return store.search(
-        collection, vec, model_id=embedder.model_id, top_k=query.top_k, expr=query.expr
-    )[0]
+    return store.search(collection, vec, model_id=embedder.model_id, top_k=query.top_k, expr=expr)[
+        0
+    ]

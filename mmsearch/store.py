@@ -60,7 +60,7 @@ class IndexConfig:
     index_type: str = "FLAT"
     index_params: dict[str, Any] | None = None
     search_params: dict[str, Any] | None = None
-    flush: str = "end"
+    flush: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IndexConfig:
@@ -154,6 +154,7 @@ class MilvusStore:
         self._info: dict[str, CollectionInfo] = {}
         self._loaded: set[str] = set()
         self._closed = False
+        self._like_patterns: bool | None = None
         if self.is_lite:
             _lite_acquire(self.uri)
         try:
@@ -170,6 +171,19 @@ class MilvusStore:
                     "process (CLI, MCP server) using it?"
                 ) from exc
             raise StoreError(f"cannot open Milvus at {self.uri}: {_brief(exc)}") from exc
+
+    @property
+    def like_patterns(self) -> bool:
+        """Whether ``like`` takes wildcards anywhere (Milvus Lite, servers from 2.4) or
+        only a trailing ``%`` (servers before 2.4)."""
+        if self._like_patterns is None:
+            if self.is_lite:
+                self._like_patterns = True
+            else:
+                version = str(self._call("get version", self._client.get_server_version))
+                m = re.match(r"v?(\d+)\.(\d+)", version)
+                self._like_patterns = not m or (int(m.group(1)), int(m.group(2))) >= (2, 4)
+        return self._like_patterns
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MilvusStore:
@@ -308,7 +322,7 @@ class MilvusStore:
         for start in range(0, len(entities), INSERT_BATCH):
             chunk = entities[start : start + INSERT_BATCH]
             self._call("upsert", self._client.upsert, name, chunk)
-        if self.config.flush == "batch":
+        if self.flush_policy == "batch":
             self.flush(name)
         return len(entities)
 
@@ -327,8 +341,17 @@ class MilvusStore:
             self._call("delete", self._client.delete, name, ids=chunk)
         return len(present)
 
+    @property
+    def flush_policy(self) -> str:
+        """``end``, ``batch`` or ``never``; ``auto`` is ``end`` for Milvus Lite (a flush
+        costs milliseconds there) and ``never`` for a server (where it seals segments,
+        takes seconds, and durability does not depend on it)."""
+        if self.config.flush == "auto":
+            return "end" if self.is_lite else "never"
+        return self.config.flush
+
     def flush(self, name: str) -> None:
-        if self.config.flush == "never":
+        if self.flush_policy == "never":
             return
         self._call("flush", self._client.flush, name)
 

@@ -104,10 +104,16 @@ def test_glob_wildcards_become_like_wildcards_and_literals_are_escaped() -> None
     assert glob_to_like("100%") == "100\\%"
 
 
-@pytest.mark.parametrize("field", ["path_glob", "path_contains"])
-def test_backslash_in_like_patterns_is_refused(field: str) -> None:
+@pytest.mark.parametrize(("field", "value"), [("path_glob", "*a\\b"), ("path_contains", "a\\b")])
+def test_backslash_in_like_patterns_is_refused(field: str, value: str) -> None:
     with pytest.raises(InvalidQueryError, match="backslash"):
-        to_milvus_expr(SearchFilter(**{field: "a\\b"}))
+        to_milvus_expr(SearchFilter(**{field: value}))
+
+
+def test_backslash_in_prefixes_and_exact_globs_is_fine() -> None:
+    assert to_milvus_expr(SearchFilter(path_glob="C:\\x\\*")) == (
+        '(path >= "C:\\\\x\\\\" and path < "C:\\\\x]")'
+    )
 
 
 @pytest.mark.parametrize(
@@ -238,3 +244,26 @@ def test_metadata_in_and_ranges_against_milvus(hostile_store) -> None:
     store, rows = hostile_store
     flt = SearchFilter(metadata_in={"n": [1, 2, 3]}, metadata={"even": True}, size_max=2)
     assert _matching_paths(store, flt) == {rows[2].path}
+
+
+def test_glob_with_only_trailing_stars_is_a_prefix_range() -> None:
+    assert (
+        to_milvus_expr(SearchFilter(path_glob="/p/x_*")) == '(path >= "/p/x_" and path < "/p/x`")'
+    )
+
+
+def test_glob_without_wildcards_is_equality() -> None:
+    assert to_milvus_expr(SearchFilter(path_glob="/p/a.jpg")) == 'path == "/p/a.jpg"'
+
+
+def test_glob_of_only_stars_matches_everything() -> None:
+    assert to_milvus_expr(SearchFilter(path_glob="**")) == ""
+
+
+def test_servers_without_full_like_refuse_infix_patterns_but_take_prefixes() -> None:
+    with pytest.raises(InvalidQueryError, match="only match path prefixes"):
+        to_milvus_expr(SearchFilter(path_glob="*.jpg"), like_patterns=False)
+    with pytest.raises(InvalidQueryError, match="substrings"):
+        to_milvus_expr(SearchFilter(path_contains="cat"), like_patterns=False)
+    expr = to_milvus_expr(SearchFilter(path_glob="/a/*"), like_patterns=False)
+    assert expr == '(path >= "/a/" and path < "/a0")'
