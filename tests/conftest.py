@@ -115,3 +115,77 @@ def engine(settings: Settings, embedder: PixelHashEmbedder) -> Iterator[ImageSea
     lib = ImageSearch(settings, embedder_factory=lambda s: embedder)
     yield lib
     lib.close()
+
+
+# -- a real Milvus server -----------------------------------------------------------------
+
+MILVUS_COMPONENTS = (
+    "rootCoord",
+    "proxy",
+    "queryCoord",
+    "queryNode",
+    "indexCoord",
+    "indexNode",
+    "dataCoord",
+    "dataNode",
+)
+
+
+def _milvus_binaries(cache_dir: Path) -> Path:
+    """Unpack the server package's binaries once into the pytest cache (about 250 MB,
+    8 s to decompress), under a file lock in case two runs race."""
+    import fcntl
+
+    import milvus
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        milvus._initialize_data_files(str(cache_dir))
+    return cache_dir / "bin"
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A Milvus standalone server (PyPI package ``milvus``) for this test session.
+
+    Ports are free ones found by the package (starting from Milvus's defaults). etcd
+    listens on 127.0.0.1 only; each component advertises 127.0.0.1; the gRPC services
+    and the metrics/health port of Milvus 2.3 bind all interfaces (no setting changes
+    that). Skipped only when the server cannot start here.
+    """
+    milvus = pytest.importorskip("milvus", reason="the `milvus` server package is not installed")
+    from pymilvus import MilvusClient
+
+    data_dir = tmp_path_factory.mktemp("milvus_server")
+    try:
+        bin_dir = _milvus_binaries(Path(request.config.cache.mkdir("milvus-server-bin")))
+    except OSError as exc:
+        pytest.skip(f"cannot unpack the Milvus server binaries: {exc}")
+    (data_dir / "bin").symlink_to(bin_dir, target_is_directory=True)
+    config = milvus.MilvusServerConfig(data_dir=str(data_dir))
+    for component in MILVUS_COMPONENTS:
+        config.set(f"{component}.ip", "127.0.0.1")
+    config.set("proxy.http.enabled", "false")
+    server = milvus.MilvusServer(config, wait_for_started=False)
+    try:
+        server.start()
+        server.wait_started(timeout=120_000)
+    except Exception as exc:  # the binary cannot run on this machine
+        server.stop()
+        log = data_dir / "logs" / "milvus-stderr.log"
+        tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
+        pytest.skip(f"the Milvus server binary did not start: {exc} {tail}")
+    uri = f"http://127.0.0.1:{server.listen_port}"
+    try:
+        # The first collection a fresh server creates waits for its components to settle
+        # (about 25 s here); pay that once, before the tests.
+        client = MilvusClient(uri=uri)
+        client.create_collection("warmup", dimension=2)
+        client.drop_collection("warmup")
+        client.close()
+        yield uri
+    finally:
+        server.stop()
