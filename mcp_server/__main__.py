@@ -7,6 +7,8 @@ import argparse
 import logging
 import sys
 
+from mcp.server.mcpserver import MCPServer
+
 from mcp_server.server import create_server
 
 
@@ -25,6 +27,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _serve_http(server: MCPServer, host: str, port: int, log_level: str) -> None:
+    """Serve ``/mcp`` with uvicorn; ``--port 0`` picks a free port (logged on start-up)."""
+    import uvicorn
+
+    app = server.streamable_http_app(host=host)
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -38,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.transport == "stdio":
             server.run("stdio")
         else:
-            server.run("streamable-http", host=args.host, port=args.port)
+            _serve_http(server, args.host, args.port, args.log_level)
     finally:
         server.shared_search.close()  # type: ignore[attr-defined]
 
