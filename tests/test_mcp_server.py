@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp_types import ImageContent, ListRootsResult, Root, TextContent
 from mcp_support import RecordingSearch, write_photos
+from mcp_types import ImageContent, ListRootsResult, Root, TextContent
 from PIL import Image
 
 from mcp_server import create_server
