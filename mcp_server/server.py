@@ -282,12 +282,11 @@ def create_server(
             query_image = image_argument(image, allowed) if image else None
 
             def work() -> list[SearchHit]:
-                search_filter = _search_filter(filter)
                 return shared.get().search(
                     text=text,
                     image=query_image,
                     top_k=top_k,
-                    filter=search_filter,
+                    filter=filter,
                     collection=collection,
                 )
 
@@ -366,7 +365,7 @@ def create_server(
         ids: Annotated[list[str] | None, Field(description="Image ids to forget.")] = None,
         paths: Annotated[
             list[str] | None,
-            Field(description="Files, or folders (everything under them), to forget."),
+            Field(description="Exact file paths to forget."),
         ] = None,
         collection: Annotated[str | None, Field(description="Collection to edit.")] = None,
     ) -> Annotated[CallToolResult, RemoveResult]:
@@ -386,17 +385,6 @@ def create_server(
             )
 
     return server
-
-
-def _search_filter(raw: dict[str, Any] | None) -> Any:
-    if raw is None:
-        return None
-    from mmsearch.filters import SearchFilter
-
-    try:
-        return SearchFilter.model_validate(raw)
-    except ValueError as exc:
-        raise InvalidQueryError(f"filter: {exc}") from exc
 
 
 def _ordered_records(ranked: Any, records: list[ImageRecord]) -> list[ImageRecord]:
