@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcp_server")
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 INSTRUCTIONS = """\
 Semantic image search over the user's local images. Index folders with index_images, then
@@ -189,6 +190,29 @@ def _load_reranker() -> Callable[..., Any]:
     return rerank
 
 
+def _tool(
+    server: MCPServer, title: str, *, read_only: bool, destructive: bool = False
+) -> Callable[[F], F]:
+    """Register a tool; its docstring, on one line, is the description clients show."""
+
+    def register(fn: F) -> F:
+        server.add_tool(
+            fn,
+            title=title,
+            description=" ".join((fn.__doc__ or "").split()),
+            annotations=ToolAnnotations(
+                title=title,
+                read_only_hint=read_only,
+                destructive_hint=destructive,
+                idempotent_hint=True,
+                open_world_hint=False,
+            ),
+        )
+        return fn
+
+    return register
+
+
 def create_server(
     settings: Settings | None = None, search_factory: SearchFactory | None = None
 ) -> MCPServer:
@@ -207,15 +231,7 @@ def create_server(
     )
     server.shared_search = shared  # type: ignore[attr-defined]
 
-    @server.tool(
-        title="Index images",
-        annotations=ToolAnnotations(
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=False,
-        ),
-    )
+    @_tool(server, "Index images", read_only=False)
     async def index_images(
         paths: Annotated[
             list[str], Field(min_length=1, description="Image files or folders to index.")
@@ -250,12 +266,7 @@ def create_server(
             report = await _index_with_progress(ctx, work)
             return _result(index_summary(report), report)
 
-    @server.tool(
-        title="Search images",
-        annotations=ToolAnnotations(
-            read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-        ),
-    )
+    @_tool(server, "Search images", read_only=True)
     async def multimodal_search(
         roots: ClientRoots = None,
         text: Annotated[str | None, Field(description="What to look for, in words.")] = None,
@@ -266,7 +277,13 @@ def create_server(
         top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K, description="How many hits.")] = 9,
         filter: Annotated[
             dict[str, Any] | None,
-            Field(description="Metadata/path filter (see mmsearch.filters.SearchFilter)."),
+            Field(
+                description=(
+                    "Restrict the hits. Keys: path_prefix, path_glob, path_contains, "
+                    "metadata (exact values), metadata_in (lists of values), mtime_min, "
+                    "mtime_max, size_min, size_max."
+                )
+            ),
         ] = None,
         collection: Annotated[str | None, Field(description="Collection to search.")] = None,
         include_thumbnails: Annotated[
@@ -296,12 +313,7 @@ def create_server(
             )
             return _result(search_summary(hits), SearchResult(hits=hits), extra)
 
-    @server.tool(
-        title="Rerank images",
-        annotations=ToolAnnotations(
-            read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-        ),
-    )
+    @_tool(server, "Rerank images", read_only=True)
     async def rerank(
         candidate_ids: Annotated[
             list[str],
@@ -335,12 +347,7 @@ def create_server(
             summary = "\n".join(f"{r.rank}. {r.path}" for r in ranking)
             return _result(summary, RerankResult(ranking=ranking))
 
-    @server.tool(
-        title="Collection statistics",
-        annotations=ToolAnnotations(
-            read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-        ),
-    )
+    @_tool(server, "Collection statistics", read_only=True)
     async def collection_stats(
         collection: Annotated[str | None, Field(description="Collection to describe.")] = None,
     ) -> Annotated[CallToolResult, CollectionStats]:
@@ -354,12 +361,7 @@ def create_server(
             )
             return _result(summary, stats)
 
-    @server.tool(
-        title="Remove images from the index",
-        annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
-        ),
-    )
+    @_tool(server, "Remove images from the index", read_only=False, destructive=True)
     async def remove_images(
         roots: ClientRoots = None,
         ids: Annotated[list[str] | None, Field(description="Image ids to forget.")] = None,
