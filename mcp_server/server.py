@@ -130,15 +130,26 @@ async def _index_with_progress(
     async def forward() -> None:
         async with receive:
             async for progress in receive:
-                await ctx.report_progress(progress.done, progress.total, progress.path)
+                try:
+                    await ctx.report_progress(progress.done, progress.total, progress.path)
+                except Exception:
+                    log.debug("could not send a progress notification", exc_info=True)
 
+    outcome: list[T] = []
+    failure: list[Exception] = []
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(forward)
             async with send:
-                return await _in_thread(lambda: work(on_progress, cancel))
+                try:
+                    outcome.append(await _in_thread(lambda: work(on_progress, cancel)))
+                except Exception as exc:  # raised below, not wrapped in an ExceptionGroup
+                    failure.append(exc)
     finally:
         cancel.set()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 async def _client_roots(ctx: Context) -> ListRoots | None:

@@ -45,6 +45,7 @@ class RecordingSearch:
         self.block_index_until_cancelled = False
         self.cancel_seen = threading.Event()
         self.closed = False
+        self.index_error: Exception | None = None
 
     def index(
         self,
@@ -65,6 +66,8 @@ class RecordingSearch:
             for f in ([p] if p.is_file() else p.rglob("*.jpg") if recursive else [])
         )
         self.index_started.set()
+        if self.index_error is not None:
+            raise self.index_error
         report = IndexReport(total=len(files))
         for done, file in enumerate(files, 1):
             if self.block_index_until_cancelled and cancel is not None:

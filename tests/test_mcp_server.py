@@ -17,6 +17,7 @@ from PIL import Image
 
 from mcp_server import create_server
 from mmsearch.config import Settings
+from mmsearch.errors import ModelLoadError
 
 pytestmark = pytest.mark.anyio
 
@@ -255,6 +256,15 @@ async def test_library_errors_become_clear_tool_errors(server) -> None:
     result = await call(server, "collection_stats", {"collection": "nope"})
     assert result.is_error
     assert text_of(result).endswith("CollectionNotFoundError: collection 'nope' does not exist")
+
+
+async def test_library_errors_while_indexing_become_clear_tool_errors(
+    server, library, photos
+) -> None:
+    library.index_error = ModelLoadError("no weights for base_en_v1.5 in /models")
+    result = await call(server, "index_images", {"paths": [str(photos)]})
+    assert result.is_error
+    assert text_of(result).endswith("ModelLoadError: no weights for base_en_v1.5 in /models")
 
 
 async def test_unexpected_failures_are_generic_tool_errors(server, library, caplog) -> None:
