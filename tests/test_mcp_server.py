@@ -102,13 +102,14 @@ async def test_index_passes_metadata_and_recursion(server, library, photos) -> N
     )
 
 
-async def test_index_sends_progress_notifications(server, photos) -> None:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_index_sends_progress_notifications(server, photos, mode) -> None:
     seen: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((progress, total, message))
 
-    async with Client(server) as client:
+    async with Client(server, mode=mode) as client:
         await client.call_tool(
             "index_images", {"paths": [str(photos)]}, progress_callback=on_progress
         )
@@ -116,9 +117,12 @@ async def test_index_sends_progress_notifications(server, photos) -> None:
     assert seen[0][2].endswith(".jpg")
 
 
-async def test_client_cancellation_sets_the_library_cancel_event(server, library, photos) -> None:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_client_cancellation_sets_the_library_cancel_event(
+    server, library, photos, mode
+) -> None:
     library.block_index_until_cancelled = True
-    async with Client(server) as client:
+    async with Client(server, mode=mode) as client:
         with anyio.CancelScope() as scope:
 
             async def cancel_on_first_progress(*_: Any) -> None:
@@ -142,17 +146,17 @@ async def test_dotdot_out_of_a_root_is_refused(server, photos) -> None:
     assert result.is_error and "AccessDeniedError" in text_of(result)
 
 
-async def test_client_roots_narrow_the_configured_roots(server, photos) -> None:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_client_roots_narrow_the_configured_roots(server, photos, mode) -> None:
     inner = photos / "inner"
     inner.mkdir()
 
     async def roots(_ctx) -> ListRootsResult:
         return ListRootsResult(roots=[Root(uri=inner.as_uri())])
 
-    refused = await call(
-        server, "index_images", {"paths": [str(photos)]}, list_roots_callback=roots
-    )
-    allowed = await call(server, "index_images", {"paths": [str(inner)]}, list_roots_callback=roots)
+    kwargs = {"list_roots_callback": roots, "mode": mode}
+    refused = await call(server, "index_images", {"paths": [str(photos)]}, **kwargs)
+    allowed = await call(server, "index_images", {"paths": [str(inner)]}, **kwargs)
     assert refused.is_error and str(inner) in text_of(refused)
     assert not allowed.is_error
 
@@ -215,6 +219,15 @@ async def test_search_with_thumbnails_attaches_small_jpegs(server, photos) -> No
     assert len(images) == 2 and images[0].mime_type == "image/jpeg"
     thumb = Image.open(io.BytesIO(base64.b64decode(images[0].data)))
     assert thumb.format == "JPEG" and max(thumb.size) == 128
+
+
+async def test_hits_outside_the_roots_get_no_thumbnail(server, library, photos, tmp_path) -> None:
+    await call(server, "index_images", {"paths": [str(photos / "coffee.jpg")]})
+    elsewhere = write_photos(tmp_path / "elsewhere", ("rocket",))[0]
+    library.index([elsewhere])
+    result = await call(server, "multimodal_search", {"text": "x", "include_thumbnails": True})
+    assert len([b for b in result.content if isinstance(b, ImageContent)]) == 1
+    assert "(no thumbnail: outside the allowed roots)" in text_of(result)
 
 
 @pytest.mark.parametrize(
