@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+from PIL import Image
 
 from mmsearch.access import ensure_allowed
 from mmsearch.errors import InvalidQueryError
@@ -70,6 +73,16 @@ def image_argument(value: str, roots: list[Path]) -> Path | bytes:
     if not resolved.is_file():
         raise InvalidQueryError(f"image: {value} is not a file (nor base64 image data)")
     return resolved
+
+
+def open_image_bytes(data: bytes) -> Image.Image:
+    """Decode query image bytes for consumers that take a PIL image, not bytes."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise InvalidQueryError(f"image: not a readable image ({exc})") from exc
+    return image
 
 
 def file_uri_to_path(uri: str) -> Path:

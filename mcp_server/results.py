@@ -26,6 +26,11 @@ class RankedImage(BaseModel):
 
 class RerankResult(BaseModel):
     ranking: list[RankedImage] = Field(description="The candidates, best first.")
+    reranked: bool = Field(
+        description="False when the model could not judge and the given order was kept."
+    )
+    reason: str = Field(default="", description="The model's short explanation.")
+    note: str = Field(default="", description="Why the given order was kept, if it was.")
 
 
 class RemoveResult(BaseModel):
@@ -56,6 +61,15 @@ def search_summary(hits: list[SearchHit]) -> str:
         for i, hit in enumerate(hits, 1)
     ]
     return "\n".join(lines)
+
+
+def rerank_summary(result: RerankResult) -> str:
+    lines = [f"{r.rank}. {r.path}" for r in result.ranking]
+    if result.reranked:
+        lines.append(f"Reason: {result.reason}" if result.reason else "")
+    else:
+        lines.insert(0, f"Kept the given order: {result.note or 'the reranker did not answer'}")
+    return "\n".join(line for line in lines if line)
 
 
 def thumbnail(path: Path, size: int = THUMBNAIL_SIZE) -> ImageContent:

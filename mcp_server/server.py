@@ -20,7 +20,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ContentBlock, ListRootsResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from mcp_server.arguments import file_uri_to_path, image_argument
+from mcp_server.arguments import file_uri_to_path, image_argument, open_image_bytes
 from mcp_server.results import (
     RankedImage,
     RemoveResult,
@@ -28,6 +28,7 @@ from mcp_server.results import (
     SearchResult,
     caption,
     index_summary,
+    rerank_summary,
     search_summary,
     thumbnail,
 )
@@ -53,7 +54,7 @@ at the hits. rerank re-orders a handful of hits with a vision-language model. Pa
 inside the allowed roots."""
 
 MAX_TOP_K = 100
-MAX_RERANK_CANDIDATES = 50
+MAX_RERANK_CANDIDATES = 100
 
 
 class SearchFactory(Protocol):
@@ -195,8 +196,8 @@ def _load_reranker() -> Callable[..., Any]:
         from mmsearch.rerank import rerank
     except ImportError as exc:
         raise RerankError(
-            "reranker not configured: this installation has no vision-language reranker "
-            f"({exc}); multimodal_search scores are the best ordering available"
+            f"reranker not configured: the vision-language reranker is not installed ({exc}); "
+            "multimodal_search scores are the best ordering available"
         ) from exc
     return rerank
 
@@ -349,14 +350,31 @@ def create_server(
             allowed = _allowed_roots(configured, roots)
             query_image = image_argument(image, allowed) if image else None
 
-            def work() -> list[ImageRecord]:
-                records = shared.get().get(candidate_ids)
-                return _ordered_records(rerank_fn(records, text=text, image=query_image), records)
+            def work() -> tuple[Any, dict[str, ImageRecord]]:
+                records = {r.id: r for r in shared.get().get(candidate_ids)}
+                missing = [i for i in candidate_ids if i not in records]
+                if missing:
+                    raise InvalidQueryError(f"unknown candidate ids: {', '.join(missing)}")
+                for record in records.values():
+                    ensure_allowed(record.path, allowed)
+                candidates = [records[i] for i in candidate_ids]
+                query = (
+                    open_image_bytes(query_image) if isinstance(query_image, bytes) else query_image
+                )
+                ranked = rerank_fn(candidates, text=text, image=query, settings=shared.settings)
+                return ranked, records
 
-            ordered = await _in_thread(work)
-            ranking = [RankedImage(id=r.id, path=r.path, rank=i) for i, r in enumerate(ordered, 1)]
-            summary = "\n".join(f"{r.rank}. {r.path}" for r in ranking)
-            return _result(summary, RerankResult(ranking=ranking))
+            ranked, records = await _in_thread(work)
+            result = RerankResult(
+                ranking=[
+                    RankedImage(id=i, path=records[i].path, rank=rank)
+                    for rank, i in enumerate(ranked.ids, 1)
+                ],
+                reranked=ranked.reranked,
+                reason=ranked.reason,
+                note=ranked.note,
+            )
+            return _result(rerank_summary(result), result)
 
     @_tool(server, "Collection statistics", read_only=True)
     async def collection_stats(
@@ -398,9 +416,3 @@ def create_server(
             )
 
     return server
-
-
-def _ordered_records(ranked: Any, records: list[ImageRecord]) -> list[ImageRecord]:
-    """Map the reranker's answer (candidate ids, best first) back onto the records."""
-    by_id = {record.id: record for record in records}
-    return [by_id[i] for i in ranked.ids]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -251,12 +253,60 @@ async def test_missing_image_inside_the_roots_is_named(server, photos) -> None:
 
 
 async def test_rerank_without_a_reranker_says_it_is_not_configured(server, monkeypatch) -> None:
-    import sys
-
     monkeypatch.setitem(sys.modules, "mmsearch.rerank", None)
     result = await call(server, "rerank", {"candidate_ids": ["a", "b"], "text": "a cat"})
     assert result.is_error
     assert "reranker not configured" in text_of(result)
+
+
+@pytest.fixture
+def reranker(monkeypatch) -> list[dict[str, Any]]:
+    """A stand-in ``mmsearch.rerank`` that reverses the candidates and records its calls."""
+    calls: list[dict[str, Any]] = []
+
+    def rerank(candidates, text=None, image=None, *, settings=None):
+        calls.append({"candidates": candidates, "text": text, "image": image})
+        ids = [c.id for c in reversed(candidates)]
+        return SimpleNamespace(ids=ids, reranked=True, reason="the cat is orange", note="")
+
+    monkeypatch.setitem(sys.modules, "mmsearch.rerank", SimpleNamespace(rerank=rerank))
+    return calls
+
+
+async def test_rerank_returns_the_reranker_order(server, library, photos, reranker) -> None:
+    await call(server, "index_images", {"paths": [str(photos)]})
+    ids = list(library.records)[:3]
+    result = await call(server, "rerank", {"candidate_ids": ids, "text": "a cat"})
+    assert [r["id"] for r in result.structured_content["ranking"]] == ids[::-1]
+    assert [r["rank"] for r in result.structured_content["ranking"]] == [1, 2, 3]
+    assert result.structured_content["reranked"] is True
+    assert [c.id for c in reranker[0]["candidates"]] == ids
+    assert "the cat is orange" in text_of(result)
+
+
+async def test_rerank_hands_a_base64_query_image_over_decoded(
+    server, library, photos, reranker
+) -> None:
+    await call(server, "index_images", {"paths": [str(photos)]})
+    data = base64.b64encode((photos / "chelsea.jpg").read_bytes()).decode()
+    await call(server, "rerank", {"candidate_ids": list(library.records)[:2], "image": data})
+    assert isinstance(reranker[0]["image"], Image.Image)
+    assert reranker[0]["image"].size == (451, 300)
+
+
+async def test_rerank_refuses_candidates_outside_the_roots(
+    server, library, tmp_path, reranker
+) -> None:
+    library.index(write_photos(tmp_path / "elsewhere", ("rocket",)))
+    result = await call(server, "rerank", {"candidate_ids": list(library.records), "text": "x"})
+    assert result.is_error and "outside the allowed roots" in text_of(result)
+    assert reranker == []
+
+
+async def test_rerank_names_unknown_candidate_ids(server, reranker) -> None:
+    result = await call(server, "rerank", {"candidate_ids": ["nope"], "text": "a cat"})
+    assert result.is_error and "unknown candidate ids: nope" in text_of(result)
+    assert reranker == []
 
 
 async def test_stats_report_the_collection(server, photos) -> None:
