@@ -42,8 +42,13 @@ def _progress_bar() -> tuple[Callable[[str, int, int], None], Callable[[], None]
     def progress(stage: str, done: int, total: int) -> None:
         bar = bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="img" if stage == "gallery" else "q",
-                                     file=sys.stderr, dynamic_ncols=True)
+            bar = bars[stage] = tqdm(
+                total=total,
+                desc=stage,
+                unit="img" if stage == "gallery" else "q",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
         if bar.total != total:
             bar.reset(total=total)
         bar.update(done - bar.n)
@@ -66,26 +71,62 @@ def make_eval_command(
 ) -> click.Command:
     @click.command("eval")
     @click.argument("benchmark", type=click.Choice(BENCHMARKS, case_sensitive=False))
-    @click.option("--data-dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-                  help="Directory holding the benchmark in its official layout.")
-    @click.option("--split", default=None,
-                  help="Split to evaluate (default: val; test for flickr30k/coco; CIRR: val or test1).")
-    @click.option("--category", "categories", multiple=True, type=click.Choice(FASHIONIQ_CATEGORIES),
-                  help="FashionIQ category (repeatable; default: all three).")
-    @click.option("--rerank-top", default=0, show_default=True, type=click.IntRange(min=0),
-                  help="Rerank this many top candidates per query with the reranker.")
-    @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
-                  help="Write the JSON report here.")
-    @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-                  help="Gallery embedding cache (default: eval-cache/ in MMSEARCH_DATA_DIR).")
-    @click.option("--submission-dir", type=click.Path(file_okay=False, path_type=Path),
-                  help="Where test-split prediction files for the evaluation servers go (default: current dir).")
-    @click.option("--query-template", default="{text}", show_default=True,
-                  help="Query text; {text} is the modification text or caption, CIRCO adds {shared_concept}.")
-    @click.option("--keep-reference", is_flag=True,
-                  help="Keep the reference image among the candidates (CIRR/CIRCO remove it by default).")
-    @click.option("--limit", type=click.IntRange(min=1),
-                  help="Evaluate only the first N queries (smoke test; numbers not comparable).")
+    @click.option(
+        "--data-dir",
+        required=True,
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="Directory holding the benchmark in its official layout.",
+    )
+    @click.option(
+        "--split",
+        default=None,
+        help="Split to evaluate (default: val; test for flickr30k/coco; CIRR: val or test1).",
+    )
+    @click.option(
+        "--category",
+        "categories",
+        multiple=True,
+        type=click.Choice(FASHIONIQ_CATEGORIES),
+        help="FashionIQ category (repeatable; default: all three).",
+    )
+    @click.option(
+        "--rerank-top",
+        default=0,
+        show_default=True,
+        type=click.IntRange(min=0),
+        help="Rerank this many top candidates per query with the reranker.",
+    )
+    @click.option(
+        "--json-out",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the JSON report here.",
+    )
+    @click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Gallery embedding cache (default: eval-cache/ in MMSEARCH_DATA_DIR).",
+    )
+    @click.option(
+        "--submission-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Where test-split prediction files for the evaluation servers go (default: .).",
+    )
+    @click.option(
+        "--query-template",
+        default="{text}",
+        show_default=True,
+        help="Query text; {text} is the modification text or caption, CIRCO adds {shared_concept}.",
+    )
+    @click.option(
+        "--keep-reference",
+        is_flag=True,
+        help="Keep the reference image among the candidates (CIRR/CIRCO remove it by default).",
+    )
+    @click.option(
+        "--limit",
+        type=click.IntRange(min=1),
+        help="Evaluate only the first N queries (smoke test; numbers not comparable).",
+    )
     def eval_command(
         benchmark: str,
         data_dir: Path,

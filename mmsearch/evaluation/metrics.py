@@ -19,7 +19,9 @@ from collections.abc import Collection, Hashable, Iterable, Sequence
 import numpy as np
 
 
-def rank_indices(scores: np.ndarray, exclude: Sequence[Collection[int]] | None = None) -> np.ndarray:
+def rank_indices(
+    scores: np.ndarray, exclude: Sequence[Collection[int]] | None = None
+) -> np.ndarray:
     """Order gallery indices by score, highest first, ties broken by the smaller index.
 
     ``scores`` is ``(n_queries, n_gallery)``. ``exclude[q]`` lists gallery indices that are
@@ -122,7 +124,9 @@ def recall_subset_at_k(
     return recall_at_k(filtered, targets, ks)
 
 
-def average_precision_at_k(ranking: Sequence[Hashable], ground_truth: Collection[Hashable], k: int) -> float:
+def average_precision_at_k(
+    ranking: Sequence[Hashable], ground_truth: Collection[Hashable], k: int
+) -> float:
     """AP@K with several ground truths, CIRCO's definition (Baldrati et al., ICCV 2023):
 
     ``AP@K = (1 / min(K, |G|)) * sum_{i=1..K} P@i * rel(i)``
@@ -154,6 +158,13 @@ def map_at_k(
     ks = _check_ks(ks)
     _check_lengths("mAP@K", rankings, ground_truths)
     return {
-        k: float(np.mean([average_precision_at_k(r, g, k) for r, g in zip(rankings, ground_truths, strict=True)]))
+        k: float(
+            np.mean(
+                [
+                    average_precision_at_k(r, g, k)
+                    for r, g in zip(rankings, ground_truths, strict=True)
+                ]
+            )
+        )
         for k in ks
     }

@@ -107,13 +107,17 @@ def embed_gallery(
             vectors = embedder.encode(images=pixels, batch_size=options.batch_size)
             cache.add([keys[i] for i in idx], vectors)
             _tick(options, "gallery", total - len(todo) + start + len(idx), total)
-    matrix = np.stack([cache.get(k) for k in keys]) if keys else np.zeros((0, embedder.dim), np.float32)
+    matrix = (
+        np.stack([cache.get(k) for k in keys]) if keys else np.zeros((0, embedder.dim), np.float32)
+    )
     return matrix.astype(np.float32, copy=False), len(todo)
 
 
 def _query_text(query: Query, template: str) -> str:
     try:
-        return template.format(text=query.text, **{k: v for k, v in query.extra.items() if isinstance(v, str)})
+        return template.format(
+            text=query.text, **{k: v for k, v in query.extra.items() if isinstance(v, str)}
+        )
     except (KeyError, IndexError) as exc:
         raise DatasetError(f"query template {template!r} uses an unknown field: {exc}") from exc
 
@@ -134,7 +138,9 @@ def embed_queries(
                 if any(p is None for p in paths):
                     raise DatasetError(f"{bench.title}: a composed query has no reference image")
                 pixels = list(pool.map(lambda p: embedder.preprocess(_load_image(p)), paths))
-                out.append(embedder.encode(texts=batch_texts, images=pixels, batch_size=options.batch_size))
+                out.append(
+                    embedder.encode(texts=batch_texts, images=pixels, batch_size=options.batch_size)
+                )
             else:
                 out.append(embedder.encode(texts=batch_texts, batch_size=options.batch_size))
             _tick(options, "queries", start + len(batch), len(queries))
@@ -168,7 +174,9 @@ def rank_queries(
     CIRR the order of each query's subset members within that final ranking."""
     ids = list(bench.gallery)
     index = {gid: i for i, gid in enumerate(ids)}
-    exclude_ref = bench.exclude_reference if options.exclude_reference is None else options.exclude_reference
+    exclude_ref = (
+        bench.exclude_reference if options.exclude_reference is None else options.exclude_reference
+    )
     n_gallery = len(ids)
     rows_per_batch = max(1, min(256, 2**24 // max(n_gallery, 1)))
     rerank_top = options.rerank_top if options.rerank is not None else 0
@@ -192,7 +200,9 @@ def rank_queries(
                 in_head = [c for c in head if c in members]
                 rest = sorted(members.difference(in_head), key=index.__getitem__)
                 rest_idx = np.array([index[m] for m in rest], dtype=np.int64)
-                rest_order = metrics.rank_indices(scores[row : row + 1, rest_idx])[0] if rest else []
+                rest_order = (
+                    metrics.rank_indices(scores[row : row + 1, rest_idx])[0] if rest else []
+                )
                 subset.append(in_head + [rest[i] for i in rest_order])
     return _Ranked(top=top, subset=subset)
 
@@ -220,7 +230,9 @@ def _metrics(bench: Benchmark, queries: Sequence[Query], ranked: _Ranked) -> dic
     return _pct(metrics.recall_at_k(ranked.top, targets, T2I_KS), "R")
 
 
-def _write_submission(bench: Benchmark, queries: Sequence[Query], ranked: _Ranked, options: RunOptions) -> list[str]:
+def _write_submission(
+    bench: Benchmark, queries: Sequence[Query], ranked: _Ranked, options: RunOptions
+) -> list[str]:
     if bench.name not in ("cirr", "circo"):
         raise DatasetError(
             f"{bench.title} has no ground truth in {bench.split} and no evaluation server format; "
@@ -245,14 +257,19 @@ def _write_submission(bench: Benchmark, queries: Sequence[Query], ranked: _Ranke
             path.write_text(json.dumps(body))
             written.append(str(path))
     else:
-        body = {q.id: [int(c) for c in r[: SUBMISSION_TOP["circo"]]] for q, r in zip(queries, ranked.top, strict=True)}
+        body = {
+            q.id: [int(c) for c in r[: SUBMISSION_TOP["circo"]]]
+            for q, r in zip(queries, ranked.top, strict=True)
+        }
         path = options.submission_dir / f"circo_{bench.split}.json"
         path.write_text(json.dumps(body))
         written.append(str(path))
     return written
 
 
-def evaluate_benchmark(embedder: ImageTextEmbedder, bench: Benchmark, options: RunOptions) -> dict[str, Any]:
+def evaluate_benchmark(
+    embedder: ImageTextEmbedder, bench: Benchmark, options: RunOptions
+) -> dict[str, Any]:
     """Evaluate one loaded benchmark (one FashionIQ category); returns its report section."""
     queries = bench.queries[: options.limit] if options.limit else bench.queries
     if not queries:
@@ -270,7 +287,11 @@ def evaluate_benchmark(embedder: ImageTextEmbedder, bench: Benchmark, options: R
         "gallery": len(bench.gallery),
         "embedded_images": embedded,
         "cached_images": len(bench.gallery) - embedded,
-        "seconds": {"gallery": round(t1 - t0, 3), "queries": round(t2 - t1, 3), "ranking": round(t3 - t2, 3)},
+        "seconds": {
+            "gallery": round(t1 - t0, 3),
+            "queries": round(t2 - t1, 3),
+            "ranking": round(t3 - t2, 3),
+        },
     }
     if bench.has_ground_truth:
         section["metrics"] = _metrics(bench, queries, ranked)
@@ -279,14 +300,20 @@ def evaluate_benchmark(embedder: ImageTextEmbedder, bench: Benchmark, options: R
     return section
 
 
-def run(embedder: ImageTextEmbedder, benchmarks: Sequence[Benchmark], options: RunOptions) -> dict[str, Any]:
+def run(
+    embedder: ImageTextEmbedder, benchmarks: Sequence[Benchmark], options: RunOptions
+) -> dict[str, Any]:
     """Evaluate a benchmark (several parts for FashionIQ) and return the JSON report."""
     if not benchmarks:
         raise DatasetError("nothing to evaluate")
     if options.rerank_top and options.rerank is None:
-        raise RerankError("reranking the top candidates was asked for, but no reranker is configured")
+        raise RerankError(
+            "reranking the top candidates was asked for, but no reranker is configured"
+        )
     first = benchmarks[0]
-    exclude_ref = first.exclude_reference if options.exclude_reference is None else options.exclude_reference
+    exclude_ref = (
+        first.exclude_reference if options.exclude_reference is None else options.exclude_reference
+    )
     report: dict[str, Any] = {
         "benchmark": first.name,
         "split": first.split,
@@ -321,7 +348,11 @@ def format_table(report: dict[str, Any]) -> str:
         title += f"  (first {report['limit']} queries only)"
     if "metrics" not in report:
         files = report.get("submission_files", [])
-        return title + "\nno public ground truth; submission files:\n" + "\n".join(f"  {f}" for f in files)
+        return (
+            title
+            + "\nno public ground truth; submission files:\n"
+            + "\n".join(f"  {f}" for f in files)
+        )
     m = report["metrics"]
     if name == "cirr":
         head = ["R@1", "R@5", "R@10", "R@50", "|", "Rs@1", "Rs@2", "Rs@3", "|", "Avg"]
@@ -343,7 +374,9 @@ def format_table(report: dict[str, Any]) -> str:
     else:
         head = ["R@1", "R@5", "R@10"]
         rows = [[m[h] for h in head]]
-    cells = [[str(h) for h in head]] + [[c if isinstance(c, str) else f"{c:.2f}" for c in r] for r in rows]
+    cells = [[str(h) for h in head]] + [
+        [c if isinstance(c, str) else f"{c:.2f}" for c in r] for r in rows
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join([title, *lines])

@@ -95,7 +95,8 @@ class WordEmbedder:
         if self.fail_after_calls is not None and self.calls > self.fail_after_calls:
             raise RuntimeError("simulated crash")
         image_vecs = [
-            self._image_vector(im if isinstance(im, torch.Tensor) else self._pixels(im)) for im in images or []
+            self._image_vector(im if isinstance(im, torch.Tensor) else self._pixels(im))
+            for im in images or []
         ]
         if images and not texts:
             self.images_encoded += len(image_vecs)
@@ -104,7 +105,9 @@ class WordEmbedder:
             out = np.stack([self._text_vector(t) for t in texts])
         else:
             assert texts is not None and len(texts) == len(image_vecs)
-            out = np.stack([self._text_vector(t) + 0.01 * v for t, v in zip(texts, image_vecs, strict=True)])
+            out = np.stack(
+                [self._text_vector(t) + 0.01 * v for t, v in zip(texts, image_vecs, strict=True)]
+            )
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return (out / np.where(norms == 0, 1, norms)).astype(np.float32)
 
@@ -127,7 +130,9 @@ CIRR_NAMES = {  # NLVR2-style image names -> photo
 }
 
 
-def _cirr_entry(pairid: int, reference: str, target: str | None, caption: str, members: list[str]) -> dict:
+def _cirr_entry(
+    pairid: int, reference: str, target: str | None, caption: str, members: list[str]
+) -> dict:
     entry = {
         "pairid": pairid,
         "reference": reference,
@@ -148,9 +153,21 @@ def cirr_dir(tmp_path: Path, photos: dict[str, Image.Image]) -> Path:
         names = {n.replace("dev", folder): p for n, p in CIRR_NAMES.items()}
         for name, photo in names.items():
             _save(photos[photo], root / "img_raw" / folder / f"{name}.png")
-        _dump({n: f"./{folder}/{n}.png" for n in names}, root / "image_splits" / f"split.rc2.{split}.json")
-        members = [n.replace("dev", folder) for n in ("dev-1-0-img0", "dev-1-0-img1", "dev-2-1-img0",
-                                                      "dev-2-1-img1", "dev-3-2-img0", "dev-3-2-img1")]
+        _dump(
+            {n: f"./{folder}/{n}.png" for n in names},
+            root / "image_splits" / f"split.rc2.{split}.json",
+        )
+        members = [
+            n.replace("dev", folder)
+            for n in (
+                "dev-1-0-img0",
+                "dev-1-0-img1",
+                "dev-2-1-img0",
+                "dev-2-1-img1",
+                "dev-3-2-img0",
+                "dev-3-2-img1",
+            )
+        ]
         ref, tgt = members[0], members[3]
         other = members[2]
         val = split == "val"
@@ -170,6 +187,7 @@ def cirr_dir(tmp_path: Path, photos: dict[str, Image.Image]) -> Path:
 
 # --- FashionIQ --------------------------------------------------------------------------
 
+
 @pytest.fixture
 def fashioniq_dir(tmp_path: Path, photos: dict[str, Image.Image]) -> Path:
     root = tmp_path / "fashion-iq"
@@ -185,9 +203,17 @@ def fashioniq_dir(tmp_path: Path, photos: dict[str, Image.Image]) -> Path:
             _save(photos[photo], root / "images" / f"{name}{suffix}")
         _dump(names, root / "image_splits" / f"split.{cat}.val.json")
         captions = [
-            {"candidate": names[0], "target": names[1], "captions": [f"is a {items[1]}.", "has more color "]},
+            {
+                "candidate": names[0],
+                "target": names[1],
+                "captions": [f"is a {items[1]}.", "has more color "],
+            },
             # a target missing from the gallery can never be found: a miss
-            {"candidate": names[1], "target": "B00MISSING", "captions": ["is darker", f"shows {items[0]}?"]},
+            {
+                "candidate": names[1],
+                "target": "B00MISSING",
+                "captions": ["is darker", f"shows {items[0]}?"],
+            },
         ]
         _dump(captions, root / "captions" / f"cap.{cat}.val.json")
     return root
@@ -195,8 +221,15 @@ def fashioniq_dir(tmp_path: Path, photos: dict[str, Image.Image]) -> Path:
 
 # --- CIRCO ------------------------------------------------------------------------------
 
-CIRCO_IDS = {9761: "astronaut", 489535: "coffee", 57541: "chelsea", 375057: "rocket", 85932: "camera",
-             119881: "coins", 2097: "moon"}
+CIRCO_IDS = {
+    9761: "astronaut",
+    489535: "coffee",
+    57541: "chelsea",
+    375057: "rocket",
+    85932: "camera",
+    119881: "coins",
+    2097: "moon",
+}
 
 
 @pytest.fixture
@@ -207,13 +240,29 @@ def circo_dir(tmp_path: Path, photos: dict[str, Image.Image]) -> Path:
         file_name = f"{image_id:012d}.jpg"
         _save(photos[photo], root / "COCO2017_unlabeled" / "unlabeled2017" / file_name)
         images.append({"file_name": file_name, "id": image_id, "height": 48, "width": 48})
-    _dump({"images": images}, root / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json")
+    _dump(
+        {"images": images},
+        root / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json",
+    )
     val = [
-        {"reference_img_id": 85932, "target_img_id": 375057, "relative_caption": "is a rocket",
-         "shared_concept": "a thing", "gt_img_ids": [375057, 9761, 57541], "id": 0,
-         "semantic_aspects": ["addition"]},
-        {"reference_img_id": 85932, "target_img_id": 489535, "relative_caption": "shows camera",
-         "shared_concept": "coffee", "gt_img_ids": [489535], "id": 1, "semantic_aspects": []},
+        {
+            "reference_img_id": 85932,
+            "target_img_id": 375057,
+            "relative_caption": "is a rocket",
+            "shared_concept": "a thing",
+            "gt_img_ids": [375057, 9761, 57541],
+            "id": 0,
+            "semantic_aspects": ["addition"],
+        },
+        {
+            "reference_img_id": 85932,
+            "target_img_id": 489535,
+            "relative_caption": "shows camera",
+            "shared_concept": "coffee",
+            "gt_img_ids": [489535],
+            "id": 1,
+            "semantic_aspects": [],
+        },
     ]
     _dump(val, root / "annotations" / "val.json")
     test = [{k: v for k, v in e.items() if k not in ("target_img_id", "gt_img_ids")} for e in val]
@@ -222,6 +271,7 @@ def circo_dir(tmp_path: Path, photos: dict[str, Image.Image]) -> Path:
 
 
 # --- Karpathy splits --------------------------------------------------------------------
+
 
 def _karpathy_images(photos_by_split: dict[str, list[str]], coco: bool) -> list[dict]:
     images = []
@@ -232,8 +282,12 @@ def _karpathy_images(photos_by_split: dict[str, list[str]], coco: bool) -> list[
             n_captions = 6 if (coco and photo == "rocket") else 5
             sentences = []
             for j in range(n_captions):
-                words = f"a photo of a {photo} number {j}" if j < 5 else "an extra astronaut caption"
-                sentences.append({"tokens": words.split(), "raw": words + " .", "imgid": imgid, "sentid": sentid})
+                words = (
+                    f"a photo of a {photo} number {j}" if j < 5 else "an extra astronaut caption"
+                )
+                sentences.append(
+                    {"tokens": words.split(), "raw": words + " .", "imgid": imgid, "sentid": sentid}
+                )
                 sentid += 1
             entry = {
                 "filename": f"COCO_val2014_{imgid:012d}.jpg" if coco else f"{1000 + imgid}.jpg",
@@ -253,7 +307,9 @@ def _karpathy_images(photos_by_split: dict[str, list[str]], coco: bool) -> list[
 @pytest.fixture
 def flickr_dir(tmp_path: Path, photos: dict[str, Image.Image]) -> Path:
     root = tmp_path / "flickr30k"
-    images = _karpathy_images({"train": ["page"], "test": ["astronaut", "coffee", "rocket", "clock"]}, coco=False)
+    images = _karpathy_images(
+        {"train": ["page"], "test": ["astronaut", "coffee", "rocket", "clock"]}, coco=False
+    )
     for img, photo in zip(images, ["page", "astronaut", "coffee", "rocket", "clock"], strict=True):
         _save(photos[photo], root / "flickr30k-images" / img["filename"])
     _dump({"images": images, "dataset": "flickr30k"}, root / "dataset_flickr30k.json")
@@ -263,7 +319,9 @@ def flickr_dir(tmp_path: Path, photos: dict[str, Image.Image]) -> Path:
 @pytest.fixture
 def coco_dir(tmp_path: Path, photos: dict[str, Image.Image]) -> Path:
     root = tmp_path / "coco"
-    images = _karpathy_images({"restval": ["page"], "test": ["chelsea", "rocket", "moon"]}, coco=True)
+    images = _karpathy_images(
+        {"restval": ["page"], "test": ["chelsea", "rocket", "moon"]}, coco=True
+    )
     for img, photo in zip(images, ["page", "chelsea", "rocket", "moon"], strict=True):
         _save(photos[photo], root / img["filepath"] / img["filename"])
     _dump({"images": images, "dataset": "coco"}, root / "dataset_coco.json")

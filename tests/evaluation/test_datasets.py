@@ -22,15 +22,29 @@ def test_cirr_val_reads_queries_targets_and_gallery(cirr_dir: Path) -> None:
     bench = load_cirr(cirr_dir, "val")
     assert bench.task == "composed" and bench.has_ground_truth and bench.exclude_reference
     assert len(bench.gallery) == 7
-    assert bench.gallery["dev-2-1-img1"] == (cirr_dir / "img_raw" / "dev" / "dev-2-1-img1.png").resolve()
+    assert (
+        bench.gallery["dev-2-1-img1"]
+        == (cirr_dir / "img_raw" / "dev" / "dev-2-1-img1.png").resolve()
+    )
     q = bench.queries[0]
-    assert (q.id, q.text, q.reference, q.targets) == ("100", "a rocket", "dev-1-0-img0", ("dev-2-1-img1",))
+    assert (q.id, q.text, q.reference, q.targets) == (
+        "100",
+        "a rocket",
+        "dev-1-0-img0",
+        ("dev-2-1-img1",),
+    )
     assert q.reference_path == bench.gallery["dev-1-0-img0"]
 
 
 def test_cirr_subset_is_the_set_members_minus_the_reference(cirr_dir: Path) -> None:
     q = load_cirr(cirr_dir, "val").queries[0]
-    assert q.subset == ("dev-1-0-img1", "dev-2-1-img0", "dev-2-1-img1", "dev-3-2-img0", "dev-3-2-img1")
+    assert q.subset == (
+        "dev-1-0-img1",
+        "dev-2-1-img0",
+        "dev-2-1-img1",
+        "dev-3-2-img0",
+        "dev-3-2-img1",
+    )
 
 
 def test_cirr_test_split_has_no_ground_truth(cirr_dir: Path) -> None:
@@ -55,7 +69,9 @@ def test_a_missing_annotation_file_is_named_with_the_expected_layout(cirr_dir: P
 
 def test_missing_gallery_images_are_reported(cirr_dir: Path) -> None:
     (cirr_dir / "img_raw" / "dev" / "dev-3-2-img1.png").unlink()
-    with pytest.raises(DatasetError, match=r"1 of 7 CIRR images are missing[\s\S]*dev-3-2-img1.png"):
+    with pytest.raises(
+        DatasetError, match=r"1 of 7 CIRR images are missing[\s\S]*dev-3-2-img1.png"
+    ):
         load_cirr(cirr_dir, "val")
 
 
@@ -78,12 +94,20 @@ def test_fashioniq_reads_one_category(fashioniq_dir: Path) -> None:
     assert list(bench.gallery) == ["B00SHIRT0", "B00SHIRT1", "B00SHIRT2"]
     assert bench.gallery["B00SHIRT0"].suffix == ".png"  # .png and .jpg both found
     q = bench.queries[0]
-    assert (q.reference, q.targets, q.text) == ("B00SHIRT0", ("B00SHIRT1",), "is a camera and has more color")
+    assert (q.reference, q.targets, q.text) == (
+        "B00SHIRT0",
+        ("B00SHIRT1",),
+        "is a camera and has more color",
+    )
     assert q.extra["captions"] == ["is a camera.", "has more color "]
 
 
 def test_fashioniq_loads_all_three_categories_by_default(fashioniq_dir: Path) -> None:
-    assert [b.category for b in load_benchmark("fashioniq", fashioniq_dir)] == ["dress", "shirt", "toptee"]
+    assert [b.category for b in load_benchmark("fashioniq", fashioniq_dir)] == [
+        "dress",
+        "shirt",
+        "toptee",
+    ]
 
 
 def test_fashioniq_rejects_an_unknown_category(fashioniq_dir: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mmsearch.errors import DatasetError
 from mmsearch.evaluation.datasets.base import Benchmark, Query
 from mmsearch.evaluation.datasets.circo import load_circo
 from mmsearch.evaluation.datasets.cirr import load_cirr
@@ -12,7 +13,13 @@ from mmsearch.evaluation.datasets.fashioniq import load_fashioniq
 from mmsearch.evaluation.datasets.karpathy import load_karpathy
 
 BENCHMARKS = ("cirr", "fashioniq", "circo", "flickr30k", "coco")
-DEFAULT_SPLITS = {"cirr": "val", "fashioniq": "val", "circo": "val", "flickr30k": "test", "coco": "test"}
+DEFAULT_SPLITS = {
+    "cirr": "val",
+    "fashioniq": "val",
+    "circo": "val",
+    "flickr30k": "test",
+    "coco": "test",
+}
 
 
 def load_benchmark(
@@ -28,8 +35,6 @@ def load_benchmark(
         return [load_fashioniq(data_dir, c, split) for c in (categories or FASHIONIQ_CATEGORIES)]
     if name in ("flickr30k", "coco"):
         return [load_karpathy(name, data_dir, split)]
-    from mmsearch.errors import DatasetError
-
     raise DatasetError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
 
 

@@ -50,7 +50,9 @@ def load_circo(data_dir: Path, split: str = "val") -> Benchmark:
     image_dir = data_dir / "COCO2017_unlabeled" / "unlabeled2017"
     gallery: dict[str, Path] = {}
     for i, img in enumerate(images):
-        gallery[str(field_of(img, "id", info_path, i))] = image_dir / field_of(img, "file_name", info_path, i)
+        gallery[str(field_of(img, "id", info_path, i))] = image_dir / field_of(
+            img, "file_name", info_path, i
+        )
     check_present(gallery, layout, "COCO 2017 unlabeled")
 
     has_gt = split == "val"
@@ -58,7 +60,9 @@ def load_circo(data_dir: Path, split: str = "val") -> Benchmark:
     for i, ann in enumerate(annotations):
         reference = str(field_of(ann, "reference_img_id", ann_path, i))
         if reference not in gallery:
-            raise DatasetError(f"{ann_path}: entry {i}: reference image {reference} not in {info_path}")
+            raise DatasetError(
+                f"{ann_path}: entry {i}: reference image {reference} not in {info_path}"
+            )
         targets: tuple[str, ...] = ()
         if has_gt:
             target = str(field_of(ann, "target_img_id", ann_path, i))

@@ -68,7 +68,9 @@ def load_cirr(data_dir: Path, split: str = "val") -> Benchmark:
         members = field_of(img_set, "members", cap_path, i)
         target = field_of(entry, "target_hard", cap_path, i) if has_gt else None
         if reference not in gallery:
-            raise DatasetError(f"{cap_path}: entry {i} references {reference!r}, absent from {split_path}")
+            raise DatasetError(
+                f"{cap_path}: entry {i} references {reference!r}, absent from {split_path}"
+            )
         queries.append(
             Query(
                 id=str(field_of(entry, "pairid", cap_path, i)),

@@ -75,7 +75,9 @@ def load_fashioniq(
             raise DatasetError(f"{cap_path}: entry {i} has no captions")
         ref_path = gallery.get(reference) or images.get(reference)
         if ref_path is None:
-            raise DatasetError(f"{cap_path}: entry {i}: reference image {reference}.jpg not in {data_dir / 'images'}")
+            raise DatasetError(
+                f"{cap_path}: entry {i}: no image {reference}.jpg/.png in {data_dir / 'images'}"
+            )
         queries.append(
             Query(
                 id=f"{category}-{i}",

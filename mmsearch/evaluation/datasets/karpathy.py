@@ -41,7 +41,9 @@ def load_karpathy(
     name: str, data_dir: Path, split: str = "test", *, captions_per_image: int = 5
 ) -> Benchmark:
     if name not in ANNOTATIONS:
-        raise DatasetError(f"unknown Karpathy-split dataset {name!r}; known: {', '.join(ANNOTATIONS)}")
+        raise DatasetError(
+            f"unknown Karpathy-split dataset {name!r}; known: {', '.join(ANNOTATIONS)}"
+        )
     if split not in ("test", "val", "train", "restval"):
         raise DatasetError(f"Karpathy splits are test, val, train and restval, not {split!r}")
     data_dir = Path(data_dir)
@@ -51,7 +53,11 @@ def load_karpathy(
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list):
         raise DatasetError(f"{ann_path} has no 'images' list")
-    chosen = [(i, img) for i, img in enumerate(images) if isinstance(img, dict) and img.get("split") == split]
+    chosen = [
+        (i, img)
+        for i, img in enumerate(images)
+        if isinstance(img, dict) and img.get("split") == split
+    ]
     if not chosen:
         raise DatasetError(f"{ann_path} has no images in split {split!r}")
 
@@ -62,7 +68,9 @@ def load_karpathy(
     probe = rel(*chosen[0])
     root = pick_root([data_dir / d for d in IMAGE_DIRS[name]], probe)
     if root is None:
-        raise DatasetError(f"cannot find the image {probe!r} under {data_dir}\nexpected layout:\n{layout}")
+        raise DatasetError(
+            f"cannot find the image {probe!r} under {data_dir}\nexpected layout:\n{layout}"
+        )
 
     gallery: dict[str, Path] = {}
     queries: list[Query] = []
