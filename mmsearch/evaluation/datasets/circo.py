@@ -9,12 +9,13 @@ Official layout (https://github.com/miccunifi/CIRCO; images: COCO 2017 unlabeled
 
 An annotation has ``id``, ``reference_img_id``, ``relative_caption``, ``shared_concept`` and,
 in val only, ``target_img_id`` and ``gt_img_ids`` (the target first). The gallery is every
-image listed in ``image_info_unlabeled2017.json`` (123,403), in that order.
+image listed in ``image_info_unlabeled2017.json``, in that order.
 
 Protocol: mAP@{5,10,25,50} over all ground truths (the official ``evaluation.py``), plus
 Recall@K against ``target_img_id`` alone, reported by the same script. The query text is the
 relative caption (the runner's query template can add ``{shared_concept}``). The reference
-image is removed from the candidates: it is a query input, not an answer. The official
+image is removed from the candidates: it is a query input, not an answer (no val
+annotation lists it among its ground truths). The official
 scripts of SEARLE, MagicLens and BGE-VL rank the whole gallery instead; pass
 ``exclude_reference=False`` to the runner to reproduce them.
 """
