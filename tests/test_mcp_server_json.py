@@ -19,6 +19,9 @@ def server_json() -> dict:
 
 
 def test_server_json_is_valid_against_the_registry_schema(server_json) -> None:
+    assert SCHEMA.is_file(), (
+        f"the registry schema belongs at {SCHEMA} (../shared beside the checkout)"
+    )
     schema = json.loads(SCHEMA.read_text())
     jsonschema.validate(server_json, schema, format_checker=jsonschema.FormatChecker())
 
