@@ -60,11 +60,10 @@ def variables(tmp_path: Path, photos: Path, tiny_model: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(params=["in-process", "stdio", "http"])
-def connect(request, variables, tmp_path, monkeypatch):
+def client_factory(transport: str, variables: dict[str, str], tmp_path: Path, monkeypatch):
     @asynccontextmanager
     async def open_client():
-        if request.param == "in-process":
+        if transport == "in-process":
             for name, value in variables.items():
                 monkeypatch.setenv(name, value)
             server = create_server(Settings())
@@ -73,7 +72,7 @@ def connect(request, variables, tmp_path, monkeypatch):
                     yield client
             finally:
                 server.shared_search.close()
-        elif request.param == "stdio":
+        elif transport == "stdio":
             async with stdio_client(server_env(**variables), tmp_path) as client:
                 yield client
         else:
@@ -84,7 +83,18 @@ def connect(request, variables, tmp_path, monkeypatch):
     return open_client
 
 
-async def test_index_then_search_every_query_form(connect, photos) -> None:
+@pytest.fixture
+def connect(variables, tmp_path, monkeypatch):
+    """An in-process client: each subprocess start loads torch again, so only the test
+    below runs over every transport."""
+    return client_factory("in-process", variables, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("transport", ["in-process", "stdio", "http"])
+async def test_index_then_search_every_query_form(
+    transport, variables, tmp_path, monkeypatch, photos
+) -> None:
+    connect = client_factory(transport, variables, tmp_path, monkeypatch)
     progress: list[float] = []
 
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
