@@ -55,7 +55,7 @@ def index_summary(report: IndexReport) -> str:
 def search_summary(hits: list[SearchHit]) -> str:
     if not hits:
         return "No matching images."
-    lines = [f"{len(hits)} images, best first:"]
+    lines = [f"{len(hits)} image{'s' if len(hits) != 1 else ''}, best first:"]
     lines += [
         f"{i}. {hit.path} (score {hit.score:.3f}, id {hit.id[:12]})"
         for i, hit in enumerate(hits, 1)
