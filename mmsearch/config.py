@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
@@ -70,6 +72,23 @@ class Settings(BaseSettings):
     """When indexing asks Milvus to flush: once at the end of a run (and on cancel), after
     every batch, or never (leave it to Milvus). ``auto``: ``end`` for Milvus Lite,
     ``never`` for a server."""
+
+    allowed_roots: Annotated[list[Path] | None, NoDecode] = None
+    """Folders the MCP server may read and index (``MMSEARCH_ALLOWED_ROOTS``: paths
+    separated by ``os.pathsep``, or a JSON list). Unset: only the roots the MCP client
+    shares; with neither, every path is refused."""
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return None
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(os.pathsep) if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -1,0 +1,93 @@
+"""Turning tool arguments into what the library takes: image bytes or paths, roots."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from PIL import Image
+
+from mmsearch.access import ensure_allowed
+from mmsearch.errors import InvalidQueryError
+
+# Leading bytes of the formats an assistant is likely to send inline.
+_IMAGE_MAGIC = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"RIFF",  # WebP
+    b"BM",
+    b"II*\x00",  # TIFF
+    b"MM\x00*",
+)
+
+
+def _looks_like_image(data: bytes) -> bool:
+    return data.startswith(_IMAGE_MAGIC)
+
+
+def _decode_data_uri(value: str) -> bytes:
+    header, sep, payload = value.partition(",")
+    if not sep or ";base64" not in header:
+        raise InvalidQueryError(
+            "image: a data URI must be base64 encoded (data:image/...;base64,...)"
+        )
+    try:
+        return base64.b64decode(payload, validate=True)
+    except binascii.Error as exc:
+        raise InvalidQueryError(f"image: the data URI is not valid base64 ({exc})") from exc
+
+
+def _decode_base64_image(value: str) -> bytes | None:
+    compact = "".join(value.split())
+    if len(compact) < 16 or len(compact) % 4:
+        return None
+    try:
+        data = base64.b64decode(compact, validate=True)
+    except binascii.Error:
+        return None
+    return data if _looks_like_image(data) else None
+
+
+def image_argument(value: str, roots: list[Path]) -> Path | bytes:
+    """Read the ``image`` argument: a data URI, bare base64 image bytes, a ``file://`` URI
+    or a path (which must lie inside ``roots``).
+
+    Bare base64 is told from a path by decoding it and finding an image file signature,
+    so a path is never mistaken for image bytes (nor the reverse).
+    """
+    text = value.strip()
+    if not text:
+        raise InvalidQueryError("image: empty string")
+    if text.startswith("data:"):
+        return _decode_data_uri(text)
+    data = _decode_base64_image(text)
+    if data is not None:
+        return data
+    path = file_uri_to_path(text) if text.startswith("file:") else Path(text)
+    resolved = ensure_allowed(path, roots)
+    if not resolved.is_file():
+        raise InvalidQueryError(f"image: {value} is not a file (nor base64 image data)")
+    return resolved
+
+
+def open_image_bytes(data: bytes) -> Image.Image:
+    """Decode query image bytes for consumers that take a PIL image, not bytes."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise InvalidQueryError(f"image: not a readable image ({exc})") from exc
+    return image
+
+
+def file_uri_to_path(uri: str) -> Path:
+    """``file:///home/me/Pictures`` -> ``/home/me/Pictures``."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise InvalidQueryError(f"{uri}: not a file:// URI")
+    return Path(unquote(parsed.path))
