@@ -6,6 +6,7 @@ import hashlib
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,7 +37,6 @@ class PixelHashEmbedder:
         self.model_id = model_id
         rng = np.random.default_rng(0)
         self._proj = rng.standard_normal((3 * 16 * 16, dim)).astype(np.float32)
-        self.encode_calls = 0
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         if image.mode == "RGBA":
@@ -61,7 +61,6 @@ class PixelHashEmbedder:
         *,
         batch_size: int | None = None,
     ) -> np.ndarray:
-        self.encode_calls += 1
         rows = []
         if images is not None:
             for im in images:
@@ -72,6 +71,59 @@ class PixelHashEmbedder:
             rows = [r + 0.5 * t for r, t in zip(rows, tv, strict=True)] if rows else tv
         out = np.stack(rows).astype(np.float32)
         return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+class CountingEmbedder:
+    """Wraps an embedder and counts ``encode`` calls, so tests can see what was embedded."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.model_id: str = inner.model_id
+        self.dim: int = inner.dim
+        self.encode_calls = 0
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self.inner.preprocess(image)
+
+    def encode(self, texts=None, images=None, *, batch_size=None) -> np.ndarray:  # noqa: ANN001
+        self.encode_calls += 1
+        return self.inner.encode(texts=texts, images=images, batch_size=batch_size)
+
+
+def build_test_embedder(spec: str | None) -> Any:
+    """``None``: the pixel-hash stand-in; a path: the Visualized BGE checkpoint there."""
+    if spec is None:
+        return PixelHashEmbedder()
+    from mmsearch.models.visual_bge import create_embedder
+
+    return create_embedder(spec, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def embedder_spec(tmp_path_factory: pytest.TempPathFactory) -> str | None:
+    """The tiny random-weight Visualized BGE checkpoint when this tree has its writer,
+    so the library is tested on the real model code; else the pixel-hash stand-in."""
+    try:
+        from mmsearch.testing.tiny import write_tiny_visual_bge
+    except ImportError:
+        return None
+    return str(write_tiny_visual_bge(tmp_path_factory.mktemp("tiny_visual_bge")))
+
+
+@pytest.fixture(scope="session")
+def shared_embedder(embedder_spec: str | None) -> Any:
+    return build_test_embedder(embedder_spec)
+
+
+@pytest.fixture
+def embedder(shared_embedder: Any) -> CountingEmbedder:
+    return CountingEmbedder(shared_embedder)
+
+
+@pytest.fixture
+def make_embedder() -> type[PixelHashEmbedder]:
+    """Build embedders with another model id or dimension (model mismatch tests)."""
+    return PixelHashEmbedder
 
 
 @pytest.fixture(scope="session")
@@ -87,22 +139,11 @@ def photo_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def photos(tmp_path: Path, photo_sources: Path) -> Path:
+def photo_dir(tmp_path: Path, photo_sources: Path) -> Path:
     """A fresh folder holding the test photos (safe to modify)."""
     folder = tmp_path / "photos"
     shutil.copytree(photo_sources, folder)
     return folder
-
-
-@pytest.fixture
-def make_embedder() -> type[PixelHashEmbedder]:
-    """Build more embedders (another model id or dimension) in a test."""
-    return PixelHashEmbedder
-
-
-@pytest.fixture
-def embedder(make_embedder: type[PixelHashEmbedder]) -> PixelHashEmbedder:
-    return make_embedder()
 
 
 @pytest.fixture
@@ -111,7 +152,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def engine(settings: Settings, embedder: PixelHashEmbedder) -> Iterator[ImageSearch]:
+def engine(settings: Settings, embedder: CountingEmbedder) -> Iterator[ImageSearch]:
     lib = ImageSearch(settings, embedder_factory=lambda s: embedder)
     yield lib
     lib.close()

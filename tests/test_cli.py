@@ -24,28 +24,28 @@ def run(settings, embedder, monkeypatch: pytest.MonkeyPatch):
     return invoke
 
 
-def test_index_then_search_as_json(run, photos: Path) -> None:
-    result = run("index", str(photos), "--meta", "album=zoo", "--meta", "year=2024")
+def test_index_then_search_as_json(run, photo_dir: Path) -> None:
+    result = run("index", str(photo_dir), "--meta", "album=zoo", "--meta", "year=2024")
     assert result.exit_code == 0
     assert "indexed 5, unchanged 0" in result.stdout
-    result = run("search", "--image", str(photos / "coffee.jpg"), "--top-k", "2", "--json")
+    result = run("search", "--image", str(photo_dir / "coffee.jpg"), "--top-k", "2", "--json")
     assert result.exit_code == 0
     hits = json.loads(result.stdout)
-    assert [h["path"] for h in hits][0] == str(photos / "coffee.jpg")
+    assert [h["path"] for h in hits][0] == str(photo_dir / "coffee.jpg")
     assert hits[0]["metadata"] == {"album": "zoo", "year": 2024}
     assert set(hits[0]) == {"id", "path", "score", "metadata"}
 
 
-def test_index_json_report_lists_failures(run, photos: Path) -> None:
-    (photos / "bad.png").write_bytes(b"not an image")
-    result = run("index", str(photos), "--json")
+def test_index_json_report_lists_failures(run, photo_dir: Path) -> None:
+    (photo_dir / "bad.png").write_bytes(b"not an image")
+    result = run("index", str(photo_dir), "--json")
     report = json.loads(result.stdout)
     assert report["indexed"] == 5
     assert [Path(f["path"]).name for f in report["failed"]] == ["bad.png"]
 
 
-def test_search_with_filters(run, photos: Path) -> None:
-    run("index", str(photos))
+def test_search_with_filters(run, photo_dir: Path) -> None:
+    run("index", str(photo_dir))
     result = run(
         "search",
         "--text",
@@ -54,21 +54,21 @@ def test_search_with_filters(run, photos: Path) -> None:
         "--filter-path-glob",
         "*.png",
         "--filter-path-prefix",
-        str(photos),
+        str(photo_dir),
     )
     names = {Path(h["path"]).name for h in json.loads(result.stdout)}
     assert names == {"astronaut.png", "chelsea.png", "camera.png"}
 
 
-def test_stats_and_remove(run, photos: Path) -> None:
-    run("index", str(photos))
+def test_stats_and_remove(run, photo_dir: Path) -> None:
+    run("index", str(photo_dir))
     stats = json.loads(run("stats", "--json").stdout)
     assert stats["count"] == 5 and stats["dim"] == 32
-    assert run("remove", str(photos / "rocket.jpg")).stdout.strip() == "removed 1"
+    assert run("remove", str(photo_dir / "rocket.jpg")).stdout.strip() == "removed 1"
     assert json.loads(run("stats", "--json").stdout)["count"] == 4
 
 
-def test_errors_are_one_line_on_stderr_with_nonzero_exit(run, photos: Path) -> None:
+def test_errors_are_one_line_on_stderr_with_nonzero_exit(run, photo_dir: Path) -> None:
     result = run("stats")
     assert result.exit_code == 1
     assert result.stdout == ""
@@ -76,15 +76,15 @@ def test_errors_are_one_line_on_stderr_with_nonzero_exit(run, photos: Path) -> N
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_empty_text_is_an_error(run, photos: Path) -> None:
-    run("index", str(photos))
+def test_empty_text_is_an_error(run, photo_dir: Path) -> None:
+    run("index", str(photo_dir))
     result = run("search", "--text", "  ")
     assert result.exit_code == 1
     assert "empty" in result.stderr
 
 
-def test_bad_meta_option_is_a_usage_error(run, photos: Path) -> None:
-    result = run("index", str(photos), "--meta", "novalue")
+def test_bad_meta_option_is_a_usage_error(run, photo_dir: Path) -> None:
+    result = run("index", str(photo_dir), "--meta", "novalue")
     assert result.exit_code == 2
     assert "KEY=VALUE" in result.stderr
 

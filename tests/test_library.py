@@ -24,41 +24,43 @@ from mmsearch.store import INSERT_BATCH, MilvusStore, StoredRow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_stats_report_model_dim_count_and_uri(engine: ImageSearch, photos: Path) -> None:
-    engine.index([photos])
+def test_stats_report_model_dim_count_and_uri(engine: ImageSearch, photo_dir: Path) -> None:
+    engine.index([photo_dir])
     st = engine.stats()
     assert (st.collection, st.count, st.model_id, st.dim) == ("images", 5, "test-pixel-hash-v1", 32)
     assert st.uri == str(engine.settings.data_dir / "mmsearch.db")
 
 
-def test_get_returns_records_in_order_and_skips_unknown(engine: ImageSearch, photos: Path) -> None:
-    engine.index([photos])
+def test_get_returns_records_in_order_and_skips_unknown(
+    engine: ImageSearch, photo_dir: Path
+) -> None:
+    engine.index([photo_dir])
     a, b = (
-        content_hash((photos / "coffee.jpg").read_bytes()),
-        content_hash((photos / "rocket.jpg").read_bytes()),
+        content_hash((photo_dir / "coffee.jpg").read_bytes()),
+        content_hash((photo_dir / "rocket.jpg").read_bytes()),
     )
     recs = engine.get([b, "0" * 64, a])
-    assert [r.path for r in recs] == [str(photos / "rocket.jpg"), str(photos / "coffee.jpg")]
-    assert recs[0].size == (photos / "rocket.jpg").stat().st_size
+    assert [r.path for r in recs] == [str(photo_dir / "rocket.jpg"), str(photo_dir / "coffee.jpg")]
+    assert recs[0].size == (photo_dir / "rocket.jpg").stat().st_size
 
 
-def test_get_refuses_malformed_ids(engine: ImageSearch, photos: Path) -> None:
-    engine.index([photos])
+def test_get_refuses_malformed_ids(engine: ImageSearch, photo_dir: Path) -> None:
+    engine.index([photo_dir])
     with pytest.raises(InvalidQueryError, match="64 lowercase hex"):
         engine.get(['" or 1==1 or id == "'])
 
 
-def test_remove_by_id_and_by_path(engine: ImageSearch, photos: Path) -> None:
-    engine.index([photos])
-    coffee = content_hash((photos / "coffee.jpg").read_bytes())
+def test_remove_by_id_and_by_path(engine: ImageSearch, photo_dir: Path) -> None:
+    engine.index([photo_dir])
+    coffee = content_hash((photo_dir / "coffee.jpg").read_bytes())
     assert engine.remove(ids=[coffee, "f" * 64]) == 1
-    assert engine.remove(paths=[photos / "rocket.jpg", photos / "not-indexed.jpg"]) == 1
+    assert engine.remove(paths=[photo_dir / "rocket.jpg", photo_dir / "not-indexed.jpg"]) == 1
     assert engine.stats().count == 3
-    assert (photos / "rocket.jpg").exists()
+    assert (photo_dir / "rocket.jpg").exists()
 
 
-def test_remove_needs_something_to_remove(engine: ImageSearch, photos: Path) -> None:
-    engine.index([photos])
+def test_remove_needs_something_to_remove(engine: ImageSearch, photo_dir: Path) -> None:
+    engine.index([photo_dir])
     with pytest.raises(InvalidQueryError):
         engine.remove()
 
@@ -77,31 +79,31 @@ def test_invalid_collection_name_is_refused(engine: ImageSearch) -> None:
         engine.stats(collection='x" or 1==1')
 
 
-def test_collections_are_independent(engine: ImageSearch, photos: Path) -> None:
-    engine.index([photos / "coffee.jpg"], collection="kitchen")
-    engine.index([photos])
+def test_collections_are_independent(engine: ImageSearch, photo_dir: Path) -> None:
+    engine.index([photo_dir / "coffee.jpg"], collection="kitchen")
+    engine.index([photo_dir])
     assert engine.stats("kitchen").count == 1
     assert engine.stats().count == 5
     assert engine.collections() == ["images", "kitchen"]
 
 
 def test_other_model_is_refused_for_search_and_index(
-    settings: Settings, photos: Path, make_embedder
+    settings: Settings, photo_dir: Path, make_embedder
 ) -> None:
     with ImageSearch(settings, embedder_factory=lambda s: make_embedder()) as lib:
-        lib.index([photos])
+        lib.index([photo_dir])
     other = make_embedder(dim=32, model_id="another-model")
     with ImageSearch(settings, embedder_factory=lambda s: other) as lib:
         with pytest.raises(ModelMismatchError, match="test-pixel-hash-v1.*another-model"):
             lib.search(text="x")
         with pytest.raises(ModelMismatchError):
-            lib.index([photos])
+            lib.index([photo_dir])
         assert lib.stats().count == 5
 
 
-def test_other_dimension_is_refused(settings: Settings, photos: Path, make_embedder) -> None:
+def test_other_dimension_is_refused(settings: Settings, photo_dir: Path, make_embedder) -> None:
     with ImageSearch(settings, embedder_factory=lambda s: make_embedder()) as lib:
-        lib.index([photos])
+        lib.index([photo_dir])
     wide = make_embedder(dim=64)
     with ImageSearch(settings, embedder_factory=lambda s: wide) as lib:
         with pytest.raises(ModelMismatchError, match="dim 32.*dim 64"):
@@ -138,21 +140,22 @@ def test_lite_database_path_must_end_in_db(tmp_path: Path) -> None:
 
 
 def test_data_survives_reopening_in_a_new_process(
-    settings: Settings, photos: Path, engine: ImageSearch
+    settings: Settings, photo_dir: Path, engine: ImageSearch, embedder_spec: str | None
 ) -> None:
     with engine as lib:
-        lib.index([photos], metadata={"album": "x"})
+        lib.index([photo_dir], metadata={"album": "x"})
     script = textwrap.dedent(
         f"""
         import json, sys
         sys.path.insert(0, {str(ROOT / "tests")!r})
-        from conftest import PixelHashEmbedder
+        from conftest import build_test_embedder
         from mmsearch.config import Settings
         from mmsearch.library import ImageSearch
+        embedder = build_test_embedder({embedder_spec!r})
         with ImageSearch(Settings(data_dir={str(settings.data_dir)!r}),
-                         embedder_factory=lambda s: PixelHashEmbedder()) as lib:
-            hit = lib.search(image={str(photos / "camera.png")!r}, top_k=1)[0]
-            report = lib.index([{str(photos)!r}])
+                         embedder_factory=lambda s: embedder) as lib:
+            hit = lib.search(image={str(photo_dir / "camera.png")!r}, top_k=1)[0]
+            report = lib.index([{str(photo_dir)!r}])
             print(json.dumps({{"count": lib.stats().count, "hit": hit.path,
                               "meta": hit.metadata, "unchanged": report.unchanged}}))
         """
@@ -161,14 +164,14 @@ def test_data_survives_reopening_in_a_new_process(
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(settings.data_dir)},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {
         "count": 5,
-        "hit": str(photos / "camera.png"),
+        "hit": str(photo_dir / "camera.png"),
         "meta": {"album": "x"},
         "unchanged": 5,
     }

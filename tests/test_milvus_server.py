@@ -37,64 +37,66 @@ def server_engine(server_settings: Settings, embedder) -> Iterator[ImageSearch]:
     lib.close()
 
 
-def test_server_index_search_and_reindex(server_engine: ImageSearch, photos: Path) -> None:
-    report = server_engine.index([photos])
+def test_server_index_search_and_reindex(server_engine: ImageSearch, photo_dir: Path) -> None:
+    report = server_engine.index([photo_dir])
     assert (report.indexed, report.failed) == (5, [])
-    hit = server_engine.search(image=photos / "rocket.jpg", top_k=3)[0]
-    assert hit.path == str(photos / "rocket.jpg")
+    hit = server_engine.search(image=photo_dir / "rocket.jpg", top_k=3)[0]
+    assert hit.path == str(photo_dir / "rocket.jpg")
     assert hit.score == pytest.approx(1.0, abs=1e-4)
-    fused = server_engine.search(image=photos / "rocket.jpg", text="at night", top_k=3)
-    assert fused[0].path == str(photos / "rocket.jpg")
+    fused = server_engine.search(image=photo_dir / "rocket.jpg", text="at night", top_k=3)
+    assert fused[0].path == str(photo_dir / "rocket.jpg")
     assert len(server_engine.search(text="a cat", top_k=4)) == 4
-    again = server_engine.index([photos])
+    again = server_engine.index([photo_dir])
     assert (again.indexed, again.unchanged) == (0, 5)
     assert server_engine.stats().count == 5
 
 
-def test_server_changed_file_and_prune(server_engine: ImageSearch, photos: Path) -> None:
-    server_engine.index([photos])
-    target = photos / "chelsea.png"
+def test_server_changed_file_and_prune(server_engine: ImageSearch, photo_dir: Path) -> None:
+    server_engine.index([photo_dir])
+    target = photo_dir / "chelsea.png"
     old_id = content_hash(target.read_bytes())
     Image.open(target).rotate(90).save(target)
-    (photos / "coffee.jpg").unlink()
-    report = server_engine.index([photos], prune=True)
+    (photo_dir / "coffee.jpg").unlink()
+    report = server_engine.index([photo_dir], prune=True)
     assert (report.indexed, report.unchanged, report.removed) == (1, 3, 1)
     assert server_engine.get([old_id]) == []
     assert server_engine.get([content_hash(target.read_bytes())])[0].path == str(target)
     assert server_engine.stats().count == 4
 
 
-def test_server_reopen_keeps_everything(server_settings: Settings, embedder, photos: Path) -> None:
+def test_server_reopen_keeps_everything(
+    server_settings: Settings, embedder, photo_dir: Path
+) -> None:
     with ImageSearch(server_settings, embedder_factory=lambda s: embedder) as lib:
-        lib.index([photos], metadata={"album": "x"})
+        lib.index([photo_dir], metadata={"album": "x"})
     with ImageSearch(server_settings, embedder_factory=lambda s: embedder) as lib:
         assert lib.stats().count == 5
-        hit = lib.search(image=photos / "camera.png", top_k=1)[0]
-        assert (hit.path, hit.metadata) == (str(photos / "camera.png"), {"album": "x"})
-        assert lib.index([photos]).unchanged == 5
+        hit = lib.search(image=photo_dir / "camera.png", top_k=1)[0]
+        assert (hit.path, hit.metadata) == (str(photo_dir / "camera.png"), {"album": "x"})
+        assert lib.index([photo_dir]).unchanged == 5
 
 
 def test_server_refuses_another_model(
-    server_settings: Settings, embedder, make_embedder, photos: Path
+    server_settings: Settings, embedder, make_embedder, photo_dir: Path
 ) -> None:
     with ImageSearch(server_settings, embedder_factory=lambda s: embedder) as lib:
-        lib.index([photos / "coffee.jpg"])
+        lib.index([photo_dir / "coffee.jpg"])
     other = make_embedder(model_id="another-model")
     with ImageSearch(server_settings, embedder_factory=lambda s: other) as lib:
         with pytest.raises(ModelMismatchError, match="another-model"):
             lib.search(text="x")
 
 
-def test_server_filters(server_engine: ImageSearch, photos: Path) -> None:
-    server_engine.index([photos / "coffee.jpg", photos / "rocket.jpg"], metadata={"k": "a_1"})
-    server_engine.index([photos / "chelsea.png"], metadata={"k": 'b"2', "n": 3})
+def test_server_filters(server_engine: ImageSearch, photo_dir: Path) -> None:
+    server_engine.index([photo_dir / "coffee.jpg", photo_dir / "rocket.jpg"], metadata={"k": "a_1"})
+    server_engine.index([photo_dir / "chelsea.png"], metadata={"k": 'b"2', "n": 3})
 
     def names(flt: dict) -> set[str]:
         return {Path(h.path).name for h in server_engine.search(text="x", top_k=10, filter=flt)}
 
-    assert names({"path_prefix": str(photos)}) == {"coffee.jpg", "rocket.jpg", "chelsea.png"}
-    assert names({"path_glob": str(photos / "c*")}) == {"coffee.jpg", "chelsea.png"}
-    assert names({"path_glob": str(photos / "rocket.jpg")}) == {"rocket.jpg"}
+    assert names({"path_prefix": str(photo_dir)}) == {"coffee.jpg", "rocket.jpg", "chelsea.png"}
+    assert names({"path_glob": str(photo_dir / "c*")}) == {"coffee.jpg", "chelsea.png"}
+    assert names({"path_glob": str(photo_dir / "rocket.jpg")}) == {"rocket.jpg"}
     assert names({"metadata": {"k": 'b"2'}}) == {"chelsea.png"}
     assert names({"metadata_in": {"k": ["a_1", "zzz"]}}) == {"coffee.jpg", "rocket.jpg"}
     assert names({"metadata": {"n": 3}, "size_min": 1}) == {"chelsea.png"}

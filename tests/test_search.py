@@ -15,22 +15,22 @@ from mmsearch.library import ImageSearch
 
 
 @pytest.fixture
-def indexed(engine: ImageSearch, photos: Path) -> ImageSearch:
-    report = engine.index([photos])
+def indexed(engine: ImageSearch, photo_dir: Path) -> ImageSearch:
+    report = engine.index([photo_dir])
     assert report.indexed == 5
     return engine
 
 
-def test_image_query_returns_that_photo_first(indexed: ImageSearch, photos: Path) -> None:
-    for path in sorted(photos.iterdir()):
+def test_image_query_returns_that_photo_first(indexed: ImageSearch, photo_dir: Path) -> None:
+    for path in sorted(photo_dir.iterdir()):
         hits = indexed.search(image=path, top_k=3)
         assert hits[0].path == str(path)
         assert hits[0].id == content_hash(path.read_bytes())
         assert hits[0].score == pytest.approx(1.0, abs=1e-4)
 
 
-def test_image_query_accepts_bytes_and_pil(indexed: ImageSearch, photos: Path) -> None:
-    path = photos / "chelsea.png"
+def test_image_query_accepts_bytes_and_pil(indexed: ImageSearch, photo_dir: Path) -> None:
+    path = photo_dir / "chelsea.png"
     assert indexed.search(image=path.read_bytes(), top_k=1)[0].path == str(path)
     assert indexed.search(image=Image.open(path), top_k=1)[0].path == str(path)
 
@@ -44,8 +44,8 @@ def test_text_query_returns_top_k_hits_best_first(indexed: ImageSearch) -> None:
     assert len({h.id for h in hits}) == 4
 
 
-def test_image_and_text_query_is_a_fused_query(indexed: ImageSearch, photos: Path) -> None:
-    path = photos / "rocket.jpg"
+def test_image_and_text_query_is_a_fused_query(indexed: ImageSearch, photo_dir: Path) -> None:
+    path = photo_dir / "rocket.jpg"
     fused = indexed.search(image=path, text="at night", top_k=5)
     alone = indexed.search(image=path, top_k=5)
     assert fused[0].path == str(path)
@@ -56,10 +56,10 @@ def test_top_k_larger_than_collection_returns_everything(indexed: ImageSearch) -
     assert len(indexed.search(text="anything", top_k=100)) == 5
 
 
-def test_filter_by_folder(indexed: ImageSearch, photos: Path) -> None:
-    hits = indexed.search(text="x", top_k=10, filter=SearchFilter(path_prefix=str(photos)))
+def test_filter_by_folder(indexed: ImageSearch, photo_dir: Path) -> None:
+    hits = indexed.search(text="x", top_k=10, filter=SearchFilter(path_prefix=str(photo_dir)))
     assert len(hits) == 5
-    none = indexed.search(text="x", top_k=10, filter={"path_prefix": str(photos) + "-other"})
+    none = indexed.search(text="x", top_k=10, filter={"path_prefix": str(photo_dir) + "-other"})
     assert none == []
 
 
@@ -70,18 +70,18 @@ def test_filter_by_glob_and_substring(indexed: ImageSearch) -> None:
     assert [Path(h.path).name for h in hits] == ["chelsea.png"]
 
 
-def test_filter_by_size_and_mtime(indexed: ImageSearch, photos: Path) -> None:
-    sizes = {p.name: p.stat().st_size for p in photos.iterdir()}
+def test_filter_by_size_and_mtime(indexed: ImageSearch, photo_dir: Path) -> None:
+    sizes = {p.name: p.stat().st_size for p in photo_dir.iterdir()}
     smallest = min(sizes, key=sizes.get)
     hits = indexed.search(text="x", top_k=10, filter={"size_max": sizes[smallest]})
     assert [Path(h.path).name for h in hits] == [smallest]
-    newest = max(p.stat().st_mtime for p in photos.iterdir())
+    newest = max(p.stat().st_mtime for p in photo_dir.iterdir())
     assert indexed.search(text="x", top_k=10, filter={"mtime_min": newest + 1}) == []
 
 
-def test_filter_by_metadata(engine: ImageSearch, photos: Path, tmp_path: Path) -> None:
-    engine.index([photos / "coffee.jpg"], metadata={"album": "kitchen", "year": 2023})
-    engine.index([photos / "chelsea.png"], metadata={"album": "pets", "year": 2024})
+def test_filter_by_metadata(engine: ImageSearch, photo_dir: Path, tmp_path: Path) -> None:
+    engine.index([photo_dir / "coffee.jpg"], metadata={"album": "kitchen", "year": 2023})
+    engine.index([photo_dir / "chelsea.png"], metadata={"album": "pets", "year": 2024})
     hits = engine.search(text="x", top_k=10, filter={"metadata": {"album": "pets"}})
     assert [Path(h.path).name for h in hits] == ["chelsea.png"]
     assert hits[0].metadata == {"album": "pets", "year": 2024}
