@@ -60,10 +60,10 @@ def test_search_with_filters(run, photo_dir: Path) -> None:
     assert names == {"astronaut.png", "chelsea.png", "camera.png"}
 
 
-def test_stats_and_remove(run, photo_dir: Path) -> None:
+def test_stats_and_remove(run, embedder, photo_dir: Path) -> None:
     run("index", str(photo_dir))
     stats = json.loads(run("stats", "--json").stdout)
-    assert stats["count"] == 5 and stats["dim"] == 32
+    assert stats["count"] == 5 and stats["dim"] == embedder.dim
     assert run("remove", str(photo_dir / "rocket.jpg")).stdout.strip() == "removed 1"
     assert json.loads(run("stats", "--json").stdout)["count"] == 4
 

@@ -24,10 +24,13 @@ from mmsearch.store import INSERT_BATCH, MilvusStore, StoredRow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_stats_report_model_dim_count_and_uri(engine: ImageSearch, photo_dir: Path) -> None:
+def test_stats_report_model_dim_count_and_uri(
+    engine: ImageSearch, embedder, photo_dir: Path
+) -> None:
     engine.index([photo_dir])
     st = engine.stats()
-    assert (st.collection, st.count, st.model_id, st.dim) == ("images", 5, "test-pixel-hash-v1", 32)
+    expected = ("images", 5, embedder.model_id, embedder.dim)
+    assert (st.collection, st.count, st.model_id, st.dim) == expected
     assert st.uri == str(engine.settings.data_dir / "mmsearch.db")
 
 
