@@ -196,3 +196,28 @@ def test_lazy_resources_are_created_once_across_threads(settings: Settings, make
     assert len(calls) == 1
     assert len({id(e) for e in embedders}) == 1
     assert len({id(s) for s in stores}) == 1
+
+
+def test_database_held_by_another_process_gives_a_clear_error(
+    engine: ImageSearch, photo_dir: Path, settings: Settings
+) -> None:
+    engine.index([photo_dir / "coffee.jpg"])
+    script = textwrap.dedent(
+        f"""
+        from mmsearch.errors import StoreError
+        from mmsearch.store import MilvusStore
+        try:
+            MilvusStore({settings.milvus_uri!r})
+        except StoreError as exc:
+            print(exc)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(settings.data_dir)},
+    )
+    assert "one process per database" in out.stdout, out.stderr[-2000:]
+    assert engine.stats().count == 1
