@@ -32,7 +32,12 @@ def default_embedder_factory(settings: Settings) -> ImageTextEmbedder:
         from mmsearch.models.visual_bge import create_embedder
     except ImportError as exc:
         raise ModelLoadError(f"the Visualized BGE embedder is not available: {exc}") from exc
-    return create_embedder(settings.embed_model, device=settings.device, dtype=settings.dtype)
+    return create_embedder(
+        settings.embed_model,
+        device=settings.device,
+        dtype=settings.dtype,
+        batch_size=settings.batch_size,
+    )
 
 
 class ImageSearch:

@@ -188,3 +188,30 @@ def test_cancel_stops_between_batches_and_keeps_store_consistent(
     assert report.indexed == engine.settings.batch_size == engine.stats().count
     resumed = engine.index([photo_dir])
     assert (resumed.indexed, resumed.unchanged) == (3, 2)
+
+
+def test_hostile_file_names_are_indexed_and_found_literally(
+    engine: ImageSearch, photo_dir: Path
+) -> None:
+    names = ['a"b or 1==1.png', "back\\slash.png", "new\nline.png", "ünï 猫.png", "x%_y.png"]
+    source = (photo_dir / "camera.png").read_bytes()
+    hostile = photo_dir / "hostile"
+    hostile.mkdir()
+    for i, name in enumerate(names):
+        (hostile / name).write_bytes(source + bytes([i]))  # distinct bytes, same picture
+    report = engine.index([hostile])
+    assert (report.indexed, report.failed) == (len(names), [])
+    hits = engine.search(text="x", top_k=50, filter={"path_prefix": str(hostile)})
+    assert sorted(Path(h.path).name for h in hits) == sorted(names)
+    assert engine.remove(paths=[hostile / names[0]]) == 1
+    assert engine.index([hostile]).unchanged == len(names) - 1
+
+
+def test_file_names_a_filter_cannot_express_are_reported(
+    engine: ImageSearch, photo_dir: Path
+) -> None:
+    odd = photo_dir / "bell\x07.png"
+    odd.write_bytes((photo_dir / "camera.png").read_bytes() + b"\0")
+    report = engine.index([photo_dir])
+    assert report.indexed == 5
+    assert [(f.path, "control character" in f.reason) for f in report.failed] == [(str(odd), True)]
