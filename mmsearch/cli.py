@@ -11,7 +11,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +28,7 @@ from mmsearch.types import IndexProgress
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_CANCELLED = 130
 
 
 def parse_scalar(text: str) -> bool | int | float | str:
@@ -132,7 +135,7 @@ def index(
 ) -> None:
     """Index image files, folders and globs (unchanged files are skipped)."""
     metadata = parse_key_values(meta, "--meta") if meta else None
-    with _engine(ctx) as lib:
+    with _engine(ctx) as lib, _cancel_on_interrupt() as cancel:
         bar = _progress_bar(progress)
         try:
             report = lib.index(
@@ -142,6 +145,7 @@ def index(
                 metadata=metadata,
                 prune=prune,
                 progress=bar,
+                cancel=cancel,
             )
         finally:
             bar.close()
@@ -154,7 +158,32 @@ def index(
             f"indexed {report.indexed}, unchanged {report.unchanged}, "
             f"duplicates {report.duplicates}, failed {len(report.failed)}, "
             f"removed {report.removed} (of {report.total} files)"
+            + (", cancelled" if report.cancelled else "")
         )
+    if report.cancelled:
+        ctx.exit(EXIT_CANCELLED)
+
+
+@contextmanager
+def _cancel_on_interrupt() -> Iterator[threading.Event]:
+    """First Ctrl-C: finish the current batch and stop, leaving the index consistent.
+    Second Ctrl-C: abort at once."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        click.echo("\nstopping after the current batch (Ctrl-C again to abort)", err=True)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _ProgressBar:

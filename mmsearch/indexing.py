@@ -447,8 +447,12 @@ def index_paths(
     existing = store.find_by_paths(collection, [c.path for c in candidates])
     to_process: list[_Candidate] = []
     touch: list[ImageRecord] = []
+    leftovers: list[str] = []
     for cand in candidates:
-        rec = existing.get(cand.path)
+        records = existing.get(cand.path, [])
+        current = [r for r in records if r.size == cand.size and r.mtime == cand.mtime]
+        rec = (current or records or [None])[0]
+        leftovers.extend(r.id for r in records if r is not rec)
         cand.existing = rec
         if rec is not None and rec.size == cand.size and rec.mtime == cand.mtime:
             run.claimed.add(rec.id)
@@ -457,6 +461,8 @@ def index_paths(
                 touch.append(rec)
         else:
             to_process.append(cand)
+    if leftovers:
+        store.delete(collection, leftovers)
     if touch:
         _update_metadata(store, collection, touch, meta or {}, embedder.model_id)
     run.done = len(candidates) - len(to_process) + len(scan.failed)
@@ -486,8 +492,8 @@ def index_paths(
             run.notify(batch[-1].path)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        if store.flush_policy == "end":
-            store.flush(collection)
+    if store.flush_policy == "end":
+        store.flush(collection)
 
     if prune and not report.cancelled:
         report.removed = _prune(store, collection, scan.roots)

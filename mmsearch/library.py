@@ -166,7 +166,8 @@ class ImageSearch:
             abs_paths = [os.path.abspath(os.fspath(p)) for p in paths]
             for p in abs_paths:
                 quote_string(p)
-            targets.extend(r.id for r in store.find_by_paths(name, abs_paths).values())
+            for records in store.find_by_paths(name, abs_paths).values():
+                targets.extend(r.id for r in records)
         removed = store.delete(name, targets)
         if removed:
             store.flush(name)

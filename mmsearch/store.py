@@ -385,10 +385,13 @@ class MilvusStore:
                 found[row["id"]] = dict(row)
         return found
 
-    def find_by_paths(self, name: str, paths: Sequence[str]) -> dict[str, ImageRecord]:
-        """Stored records whose path is one of ``paths`` (paths must be quotable)."""
+    def find_by_paths(self, name: str, paths: Sequence[str]) -> dict[str, list[ImageRecord]]:
+        """Stored records whose path is one of ``paths`` (paths must be quotable).
+
+        Normally one per path; a run interrupted between writing a file's new record and
+        deleting its old one can leave two, which the next run resolves."""
         self._ready(name)
-        found: dict[str, ImageRecord] = {}
+        found: dict[str, list[ImageRecord]] = {}
         unique = list(dict.fromkeys(paths))
         for start in range(0, len(unique), QUERY_BATCH):
             chunk = unique[start : start + QUERY_BATCH]
@@ -396,7 +399,7 @@ class MilvusStore:
             for row in self._call(
                 "query", self._client.query, name, filter=expr, output_fields=RECORD_FIELDS
             ):
-                found[row["path"]] = _record(row)
+                found.setdefault(row["path"], []).append(_record(row))
         return found
 
     def iter_records(self, name: str, expr: str = "") -> Iterator[ImageRecord]:

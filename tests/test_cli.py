@@ -95,3 +95,28 @@ def test_bad_meta_option_is_a_usage_error(run, photo_dir: Path) -> None:
 )
 def test_meta_values_are_typed(text: str, value: object) -> None:
     assert parse_scalar(text) == value and type(parse_scalar(text)) is type(value)
+
+
+def test_ctrl_c_stops_indexing_after_the_batch(
+    run, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    import mmsearch.cli
+
+    monkeypatch.setenv("MMSEARCH_BATCH_SIZE", "2")
+    original = mmsearch.cli._ProgressBar.__call__
+
+    def interrupt_once_started(self, p) -> None:
+        original(self, p)
+        if p.done == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(mmsearch.cli._ProgressBar, "__call__", interrupt_once_started)
+    result = run("index", str(photo_dir))
+    assert result.exit_code == 130
+    assert "indexed 2," in result.stdout and "cancelled" in result.stdout
+    assert "stopping after the current batch" in result.stderr
+    monkeypatch.setattr(mmsearch.cli._ProgressBar, "__call__", original)
+    assert "indexed 3, unchanged 2" in run("index", str(photo_dir)).stdout

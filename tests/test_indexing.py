@@ -215,3 +215,20 @@ def test_file_names_a_filter_cannot_express_are_reported(
     report = engine.index([photo_dir])
     assert report.indexed == 5
     assert [(f.path, "control character" in f.reason) for f in report.failed] == [(str(odd), True)]
+
+
+def test_two_records_for_one_path_are_resolved_by_the_next_run(
+    engine: ImageSearch, photo_dir: Path
+) -> None:
+    from mmsearch.store import StoredRow
+
+    engine.index([photo_dir])
+    target = photo_dir / "rocket.jpg"
+    rec = engine.get([content_hash(target.read_bytes())])[0]
+    stale = StoredRow("e" * 64, rec.path, rec.size + 1, rec.mtime, {}, [0.0] * engine.embedder.dim)
+    stale.vector[0] = 1.0
+    engine.store.upsert("images", [stale], model_id=engine.embedder.model_id)
+    report = engine.index([photo_dir])
+    assert (report.indexed, report.unchanged) == (0, 5)
+    assert engine.get(["e" * 64]) == []
+    assert engine.stats().count == 5
