@@ -107,7 +107,7 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
 class _Root:
     """Where pruning may look: a folder (recursively or not), a glob, or one file."""
 
-    kind: str  # "dir" | "glob" | "file"
+    kind: str  # "dir" | "glob" | "file" | "missing" (a path that is gone: file or folder)
     path: str
     recursive: bool = True
 
@@ -122,6 +122,8 @@ class _Root:
     def covers(self, path: str) -> bool:
         if self.kind == "file":
             return path == self.path
+        if self.kind == "missing":
+            return path == self.path or path.startswith(self.path.rstrip(os.sep) + os.sep)
         if self.kind == "glob":
             return bool(glob_regex(self.path).match(path))
         if self.recursive:
@@ -212,7 +214,7 @@ def scan_paths(
             continue
         if st is None:
             scan.failed.append(FailedFile(path=path, reason="no such file or directory"))
-            scan.roots.append(_Root("file", path))
+            scan.roots.append(_Root("missing", path))
             continue
         if stat_mod.S_ISDIR(st.st_mode):
             scan.roots.append(_Root("dir", path, recursive))
@@ -342,12 +344,12 @@ class _Run:
         )
         writes: list[StoredRow] = []
         to_embed: list[_Prepared] = []
-        replaced: set[str] = set()
+        replaced: dict[str, str] = {}  # old id -> path whose content changed
         for item in prepared:
             cand = item.cand
             old = cand.existing
             if old is not None and old.id != item.sha256:
-                replaced.add(old.id)
+                replaced[old.id] = cand.path
             if item.sha256 in self.claimed:
                 self.report.duplicates += 1
                 continue
@@ -399,7 +401,10 @@ class _Run:
             self.report.indexed += 1
         self.store.upsert(self.collection, writes, model_id=self.embedder.model_id)
         written = {w.id for w in writes}
-        stale = [i for i in replaced if i not in written]
+        # A file whose new content could not be embedded keeps its old record until a
+        # later run succeeds.
+        unembedded = {it.cand.path for it in to_embed} - {it.cand.path for it in kept}
+        stale = [i for i, p in replaced.items() if i not in written and p not in unembedded]
         if stale:
             self.store.delete(self.collection, stale)
 

@@ -232,3 +232,40 @@ def test_two_records_for_one_path_are_resolved_by_the_next_run(
     assert (report.indexed, report.unchanged) == (0, 5)
     assert engine.get(["e" * 64]) == []
     assert engine.stats().count == 5
+
+
+def test_prune_of_a_deleted_folder_forgets_its_images(engine: ImageSearch, photo_dir: Path) -> None:
+    sub = photo_dir / "sub"
+    sub.mkdir()
+    shutil.move(photo_dir / "rocket.jpg", sub / "rocket.jpg")
+    engine.index([photo_dir])
+    shutil.rmtree(sub)
+    report = engine.index([sub], prune=True)
+    assert report.removed == 1
+    assert [f.reason for f in report.failed] == ["no such file or directory"]
+    assert engine.stats().count == 4
+
+
+def test_embedding_failure_is_reported_per_file(
+    engine: ImageSearch, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine.index([photo_dir])
+    target = photo_dir / "chelsea.png"
+    old_id = content_hash(target.read_bytes())
+    Image.open(target).rotate(180).save(target)
+    (photo_dir / "new.png").write_bytes((photo_dir / "camera.png").read_bytes() + b"\0")
+    inner = engine.embedder.encode
+
+    def fail_on_chelsea(texts=None, images=None, *, batch_size=None):
+        if images is not None and any(float(t.float().mean()) == poison for t in images):
+            raise RuntimeError("out of memory")
+        return inner(texts=texts, images=images, batch_size=batch_size)
+
+    poison = float(engine.embedder.preprocess(Image.open(target).convert("RGB")).float().mean())
+    monkeypatch.setattr(engine.embedder, "encode", fail_on_chelsea)
+    report = engine.index([photo_dir])
+    assert report.indexed == 1
+    assert [(Path(f.path).name, f.reason) for f in report.failed] == [
+        ("chelsea.png", "embedding failed: out of memory")
+    ]
+    assert engine.get([old_id])[0].path == str(target)
