@@ -92,8 +92,9 @@ class DeadlineCriteria(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> Any:
         if time.monotonic() >= self.deadline:
             self.fired = True
-        return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool,
-                          device=input_ids.device)
+        return torch.full(
+            (input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device
+        )
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -286,6 +287,9 @@ def load_vlm(settings: Settings) -> VisionLanguageModel:
             _LOADED[key] = loader.load(settings.rerank_model, device, dtype)
             logger.info(
                 "loaded reranker %s (%s) on %s in %.1fs",
-                settings.rerank_model, backend, device, time.monotonic() - started,
+                settings.rerank_model,
+                backend,
+                device,
+                time.monotonic() - started,
             )
         return _LOADED[key]

@@ -35,17 +35,13 @@ def resolve_candidates(
             + ": "
             + ", ".join(missing[:5])
         )
-    return [
-        RerankCandidate(id=v, path=str(files[v]) if v in files else found[v]) for v in values
-    ]
+    return [RerankCandidate(id=v, path=str(files[v]) if v in files else found[v]) for v in values]
 
 
 def make_rerank_command(resolve_ids: IdResolver | None = None) -> click.Command:
     @click.command("rerank")
     @click.option("--text", "-t", help="What the user is looking for.")
-    @click.option(
-        "--image", "-i", type=click.Path(dir_okay=False), help="An example image."
-    )
+    @click.option("--image", "-i", type=click.Path(dir_okay=False), help="An example image.")
     @click.option(
         "--candidate",
         "-c",
@@ -74,9 +70,7 @@ def make_rerank_command(resolve_ids: IdResolver | None = None) -> click.Command:
         settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
         try:
             items = resolve_candidates(candidates, resolve_ids)
-            result = rerank(
-                items, text=text, image=image, settings=settings, save_sheet=save_sheet
-            )
+            result = rerank(items, text=text, image=image, settings=settings, save_sheet=save_sheet)
         except MMSearchError as e:
             raise click.ClickException(str(e)) from e
         if as_json:
@@ -98,4 +92,3 @@ def make_rerank_command(resolve_ids: IdResolver | None = None) -> click.Command:
 
 
 rerank_command = make_rerank_command()
-

@@ -253,9 +253,7 @@ class PermutationLogitsProcessor(OutlinesLogitsProcessor):
         guide, tracker = self._guides[i], self._trackers[i]
         if self.enforce_unique and tracker.checking:
             text = self.vocab.token_text
-            allowed = [
-                t for t in guide.get_tokens() if t not in text or tracker.allows(text[t])
-            ]
+            allowed = [t for t in guide.get_tokens() if t not in text or tracker.allows(text[t])]
             if not allowed:
                 raise RerankError("no token can continue the ranking without repeating a label")
             keep = torch.zeros(row.shape[0], dtype=torch.bool, device=row.device)

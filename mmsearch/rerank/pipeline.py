@@ -79,7 +79,7 @@ def validate_request(
 ) -> tuple[list[RerankCandidate], str | None, Image.Image | None]:
     """Check a request before any model is touched."""
     items = normalize_candidates(candidates, limit)
-    text = text.strip() if text else None
+    text = (text or "").strip() or None
     query_image = open_query_image(image) if image is not None else None
     if text is None and query_image is None:
         raise InvalidQueryError("rerank needs a query text, a query image, or both")
@@ -313,8 +313,14 @@ def rerank(
         key = tuple(
             getattr(settings, f)
             for f in (
-                "rerank_model", "rerank_backend", "rerank_device", "dtype", "rerank_timeout_s",
-                "max_rerank_candidates", "rerank_reason_max_chars", "rerank_input",
+                "rerank_model",
+                "rerank_backend",
+                "rerank_device",
+                "dtype",
+                "rerank_timeout_s",
+                "max_rerank_candidates",
+                "rerank_reason_max_chars",
+                "rerank_input",
             )
         )
         if key not in _SHARED:
