@@ -100,6 +100,7 @@ def open_query_image(image: str | os.PathLike[str] | Image.Image) -> Image.Image
 def _open_candidate(path: str, size: int) -> Image.Image | None:
     try:
         with Image.open(path) as im:
+            im.draft("RGB", (size, size))  # JPEG: decode at reduced scale, much faster
             return thumbnail(im, size)
     except (OSError, UnidentifiedImageError) as e:
         logger.warning("cannot read rerank candidate %s: %s", path, e)
