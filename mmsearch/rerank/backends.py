@@ -123,11 +123,22 @@ class TransformersVLM:
 
     @classmethod
     def load(cls, name_or_path: str, device: str, dtype: torch.dtype) -> TransformersVLM:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+        )
 
         try:
             processor = AutoProcessor.from_pretrained(name_or_path)
-            model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype)
+            model_type = read_model_type(name_or_path)
+            # Some multimodal models (Phi-4-multimodal) are registered as causal LMs only.
+            auto = (
+                AutoModelForCausalLM
+                if model_type is not None
+                and model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+                else AutoModelForImageTextToText
+            )
+            model = auto.from_pretrained(name_or_path, dtype=dtype)
         except (OSError, ValueError, KeyError) as e:
             raise ModelLoadError(
                 f"cannot load the reranker model {name_or_path!r}: {e}. Set "
