@@ -43,3 +43,7 @@ class AccessDeniedError(MMSearchError):
 
 class RerankError(MMSearchError):
     """The reranker failed or is not configured."""
+
+
+class DatasetError(MMSearchError):
+    """A benchmark directory lacks a file or holds annotations that do not parse."""

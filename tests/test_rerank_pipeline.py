@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from PIL import Image
 
 from mmsearch.config import Settings
@@ -16,8 +16,6 @@ from mmsearch.errors import ImageDecodeError, InvalidQueryError, ModelLoadError
 from mmsearch.rerank import RerankCandidate, Reranker, detect_backend, load_vlm, rerank
 from mmsearch.rerank.backends import Generation, Phi3VisionVLM, TransformersVLM
 from mmsearch.rerank.constrained import parse_answer
-
-HAVE_PHI3V = importlib.util.find_spec("mmsearch.models.phi3v") is not None
 
 
 class Recording:
@@ -260,23 +258,29 @@ def test_model_directory_without_config_is_a_load_error(tmp_path) -> None:  # no
 def test_unloadable_model_is_a_load_error_saying_how_to_provide_it(tmp_path) -> None:  # noqa: ANN001
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
     with pytest.raises(ModelLoadError, match="MMSEARCH_RERANK_MODEL"):
-        TransformersVLM.load(str(tmp_path), "cpu", __import__("torch").float32)
+        TransformersVLM.load(str(tmp_path), "cpu", torch.float32)
 
 
-@pytest.mark.skipif(HAVE_PHI3V, reason="Phi-3 Vision support is installed")
-def test_missing_phi3v_support_is_a_clear_load_error(tmp_path) -> None:  # noqa: ANN001
-    with pytest.raises(ModelLoadError, match="Phi-3 Vision support"):
-        Phi3VisionVLM.load(str(tmp_path), "cpu", __import__("torch").float32)
+def test_phi3v_checkpoint_is_detected_as_the_phi3v_backend(tiny_phi3v_dir) -> None:  # noqa: ANN001
+    assert detect_backend(str(tiny_phi3v_dir)) == "phi3v"
 
 
-@pytest.mark.skipif(not HAVE_PHI3V, reason="needs mmsearch.models.phi3v")
-def test_phi3v_backend_reranks_into_a_permutation(tmp_path, candidate_images) -> None:  # noqa: ANN001
-    from mmsearch.models.phi3v import write_tiny_phi3v
+def test_phi3v_reranks_into_a_permutation(
+    tiny_phi3v_dir, candidate_images, single_thread_torch
+) -> None:  # noqa: ANN001
+    model = Phi3VisionVLM.load(str(tiny_phi3v_dir), "cpu", torch.float32)
+    reranker = _reranker(model)
+    rng = random.Random(5)
+    for n in (2, 9, 20):
+        ids = _adversarial_ids(rng, n)
+        result = reranker.rerank(
+            _candidates(ids, candidate_images), text="red", image=candidate_images[3]
+        )
+        assert result.reranked, result.note
+        assert sorted(result.ids) == sorted(ids)
 
-    write_tiny_phi3v(tmp_path)
-    settings = Settings(rerank_model=str(tmp_path), rerank_device="cpu", rerank_reason_max_chars=8)
-    assert detect_backend(str(tmp_path)) == "phi3v"
-    ids = [str(i) for i in range(9)]
-    result = rerank(_candidates(ids, candidate_images), text="red", settings=settings)
-    assert result.reranked, result.note
-    assert sorted(result.ids) == sorted(ids)
+
+def test_phi3v_is_what_the_default_settings_load(tiny_phi3v_dir, candidate_images) -> None:  # noqa: ANN001
+    settings = Settings(rerank_model=str(tiny_phi3v_dir), rerank_device="cpu")
+    assert isinstance(load_vlm(settings), Phi3VisionVLM)
+    assert Settings().rerank_model == "microsoft/Phi-3-vision-128k-instruct"

@@ -200,13 +200,13 @@ class TransformersVLM:
 
 
 class Phi3VisionVLM(TransformersVLM):
-    """Phi-3 / Phi-3.5 Vision: images are referred to as ``<|image_1|>``, ``<|image_2|>``
-    in the prompt text and handed to the processor alongside it."""
+    """Phi-3 / Phi-3.5 Vision through :mod:`mmsearch.models.phi3v`; its processor takes
+    the same chat messages and numbers the images ``<|image_1|>``, ``<|image_2|>`` ..."""
 
     @classmethod
     def load(cls, name_or_path: str, device: str, dtype: torch.dtype) -> Phi3VisionVLM:
         try:
-            from mmsearch.models.phi3v import load_phi3v  # type: ignore[import-not-found]
+            from mmsearch.models.phi3v import load_phi3v
         except ImportError as e:
             raise ModelLoadError(
                 "Phi-3 Vision support (mmsearch.models.phi3v) is not available in this "
@@ -217,21 +217,7 @@ class Phi3VisionVLM(TransformersVLM):
         return cls(model, processor, name_or_path)
 
     def build_inputs(self, messages: Sequence[ChatMessage]) -> Mapping[str, Any]:
-        images: list[Image.Image] = []
-        flat: list[dict[str, str]] = []
-        for message in messages:
-            pieces: list[str] = []
-            for part in message["content"]:
-                if part["type"] == "image":
-                    images.append(part["image"])
-                    pieces.append(f"<|image_{len(images)}|>\n")
-                else:
-                    pieces.append(part["text"])
-            flat.append({"role": message["role"], "content": "".join(pieces)})
-        prompt = self.tokenizer.apply_chat_template(
-            flat, tokenize=False, add_generation_prompt=True
-        )
-        return self.processor(prompt, images=images or None, return_tensors="pt")
+        return self.processor(messages=list(messages))
 
 
 def read_model_type(name_or_path: str) -> str | None:

@@ -1,0 +1,1 @@
+"""Helpers for tests: tiny random-weight checkpoints in the official layouts."""
