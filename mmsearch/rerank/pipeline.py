@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -135,6 +136,7 @@ class Reranker:
         self.cell_size = cell_size
         self.caption_max_new_tokens = caption_max_new_tokens
         self._vocab: TokenVocabulary | None = None
+        self._model_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Reranker:
@@ -188,9 +190,10 @@ class Reranker:
             return result(ids, True, note="one candidate: nothing to reorder")
         deadline = started + self.timeout_s
         try:
-            caption = self._caption(query_image, deadline) if query_image is not None else None
-            messages = self._messages(thumbs, sheet.image if sheet else None, text, caption)
-            labels = self._decode_ranking(messages, len(items), deadline)
+            with self._model_lock:  # one request at a time on the model; waiting counts
+                caption = self._caption(query_image, deadline) if query_image is not None else None
+                messages = self._messages(thumbs, sheet.image if sheet else None, text, caption)
+                labels = self._decode_ranking(messages, len(items), deadline)
         except TimeoutError as e:
             logger.warning("rerank timed out: %s", e)
             return result(ids, False, note=str(e))
