@@ -13,7 +13,6 @@ import click
 
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError, MMSearchError
-from mmsearch.rerank.pipeline import rerank
 from mmsearch.types import RerankCandidate
 
 IdResolver = Callable[[Sequence[str]], dict[str, str]]
@@ -67,6 +66,8 @@ def make_rerank_command(resolve_ids: IdResolver | None = None) -> click.Command:
         as_json: bool,
     ) -> None:
         """Rerank candidate images (best first) with the vision-language model."""
+        from mmsearch.rerank.pipeline import rerank
+
         settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
         try:
             items = resolve_candidates(candidates, resolve_ids)
