@@ -116,11 +116,21 @@ def _load_text_config(text_dir: Path):
     return config
 
 
+_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model")
+
+
 def _load_tokenizer(text_dir: Path, vocab_size: int) -> PreTrainedTokenizerBase:
+    if not any((text_dir / name).is_file() for name in _VOCAB_FILES):
+        raise ModelLoadError(
+            f"{text_dir} has no tokenizer vocabulary (one of {', '.join(_VOCAB_FILES)}); copy "
+            "the tokenizer files of the text model there"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(text_dir, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - missing or malformed tokenizer files
         raise ModelLoadError(f"cannot load the tokenizer in {text_dir}: {exc}") from exc
+    if len(tokenizer) <= len(tokenizer.all_special_tokens):
+        raise ModelLoadError(f"the tokenizer in {text_dir} has no vocabulary beyond its specials")
     if tokenizer.cls_token_id is None or tokenizer.pad_token_id is None:
         raise ModelLoadError(f"the tokenizer in {text_dir} has no [CLS] or padding token")
     if len(tokenizer) > vocab_size:
