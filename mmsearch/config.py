@@ -78,6 +78,30 @@ class Settings(BaseSettings):
     separated by ``os.pathsep``, or a JSON list). Unset: only the roots the MCP client
     shares; with neither, every path is refused."""
 
+    rerank_model: str = "microsoft/Phi-3-vision-128k-instruct"
+    """Vision-language model that reranks hits: a Hugging Face name (fetched on first
+    use) or a local directory. Phi-3 Vision, or any model ``AutoModelForImageTextToText``
+    loads (Qwen2.5-VL, SmolVLM, Phi-4-multimodal, ...)."""
+
+    rerank_backend: Literal["auto", "phi3v", "transformers"] = "auto"
+    """``auto``: decided by ``model_type`` in the model's config.json."""
+
+    rerank_device: str = "auto"
+    """Device of the reranker, independent of the embedder's ``device``."""
+
+    rerank_timeout_s: float = Field(default=120.0, gt=0)
+    """Past this, a rerank gives up and returns the retrieval order (``reranked=False``)."""
+
+    max_rerank_candidates: int = Field(default=20, ge=1, le=100)
+    """More candidates than this is refused: the contact sheet would be unreadable."""
+
+    rerank_reason_max_chars: int = Field(default=200, ge=0, le=2000)
+    """Upper bound on the length of the reranker's one-line explanation."""
+
+    rerank_input: Literal["sheet", "images"] = "sheet"
+    """``sheet``: one contact sheet with numbered thumbnails (works with every VLM);
+    ``images``: each candidate as its own image (models that take several images)."""
+
     @field_validator("allowed_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:

@@ -59,3 +59,26 @@ class CollectionStats(BaseModel):
     model_id: str
     dim: int
     uri: str
+
+
+class RerankCandidate(BaseModel):
+    """An image to rerank: its ID (any string; never shown to the model) and file."""
+
+    id: str
+    path: str
+
+
+class RankedCandidates(BaseModel):
+    """The reranker's answer: every candidate ID exactly once."""
+
+    ids: list[str]
+    """Candidate IDs, best first. When ``reranked`` is False: the order they came in."""
+    reranked: bool
+    """True when the order is the model's judgement; False when it fell back to the
+    retrieval order (timeout, model failure), see ``note``."""
+    reason: str = ""
+    """The model's short explanation of its ranking."""
+    model_id: str = ""
+    note: str = ""
+    """Why the retrieval order was kept, or what else went wrong (unreadable files)."""
+    elapsed_s: float = 0.0

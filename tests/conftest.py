@@ -1,4 +1,5 @@
-"""Shared fixtures: real photos on disk, a store in a temporary folder, an embedder."""
+"""Shared test fixtures: tiny models, real photos on disk, a store in a temporary folder,
+an embedder, a Milvus server."""
 
 from __future__ import annotations
 
@@ -12,9 +13,104 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skimage import data
+from tiny_models import write_tiny_qwen2vl, write_tiny_text_lm
 
 from mmsearch.config import Settings
 from mmsearch.library import ImageSearch
+from mmsearch.testing.tiny import WRITERS
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Phi-3 Vision checkpoint in the official layout (56 px tiles)."""
+    from mmsearch.testing.tiny_phi3v import write_tiny_phi3v
+
+    return write_tiny_phi3v(tmp_path_factory.mktemp("phi3v"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3v(tiny_phi3v_dir: Path):
+    """(model, processor) loaded from the tiny checkpoint, on the CPU in float32."""
+    from mmsearch.models.phi3v import load_phi3v
+
+    return load_phi3v(tiny_phi3v_dir, device="cpu", dtype="float32")
+
+
+# --- reranker -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def single_thread_torch() -> Iterator[None]:
+    """Tiny models run several times faster on one thread than fighting over shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_text_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_text_lm(tmp_path_factory.mktemp("tiny-text-lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_text_lm(tiny_text_lm_dir: Path, single_thread_torch: None):  # noqa: ANN201
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_text_lm_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_text_lm_dir).eval()
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_qwen2vl(tmp_path_factory.mktemp("tiny-qwen2vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tiny_vlm_dir: Path, single_thread_torch: None):  # noqa: ANN201
+    from mmsearch.rerank.backends import TransformersVLM
+
+    return TransformersVLM.load(str(tiny_vlm_dir), "cpu", torch.float32)
+
+
+@pytest.fixture(scope="session")
+def candidate_images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """24 small solid-colour PNGs, all different."""
+    folder = tmp_path_factory.mktemp("candidates")
+    paths = []
+    for i in range(24):
+        path = folder / f"c{i:02d}.png"
+        colour = ((i * 53) % 256, (i * 97 + 40) % 256, (255 - i * 11) % 256)
+        Image.new("RGB", (40 + 3 * i, 30 + 2 * i), colour).save(path)
+        paths.append(path)
+    return paths
+
+
+# --- embedder ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with every tiny random-weight model in its own subfolder
+    (``visual_bge/``, ...), as ``python -m mmsearch.testing.tiny DIR`` writes them."""
+    root = tmp_path_factory.mktemp("tiny_checkpoints")
+    for name, writer in WRITERS.items():
+        writer(root / name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Image.Image]:
+    """Real photographs: an astronaut, a coffee cup, a cat, a rocket launch."""
+    return {
+        name: Image.fromarray(np.asarray(getattr(data, name)()))
+        for name in ("astronaut", "coffee", "chelsea", "rocket")
+    }
+
+
+# --- library, store and Milvus server -------------------------------------------------
 
 PHOTOS = {
     "astronaut.png": "astronaut",
@@ -26,11 +122,10 @@ PHOTOS = {
 
 
 class PixelHashEmbedder:
-    """A small deterministic embedder for tests: images are a fixed random projection
-    of 16x16 pixels, texts a sum of hashed token vectors, pairs the normalised sum.
-
-    It only stands in for the protocol; nothing about retrieval quality is tested with it.
-    """
+    """A second, cheap embedder with a chosen model id and dimension, for the tests of
+    what happens when a collection meets another model: images are a fixed random
+    projection of 16x16 pixels, texts a sum of hashed token vectors, pairs the normalised
+    sum."""
 
     def __init__(self, dim: int = 32, model_id: str = "test-pixel-hash-v1") -> None:
         self.dim = dim
@@ -90,28 +185,25 @@ class CountingEmbedder:
         return self.inner.encode(texts=texts, images=images, batch_size=batch_size)
 
 
-def build_test_embedder(spec: str | None) -> Any:
-    """``None``: the pixel-hash stand-in; a path: the Visualized BGE checkpoint there."""
-    if spec is None:
-        return PixelHashEmbedder()
+def build_test_embedder(checkpoint: str) -> Any:
+    """The tiny random-weight Visualized BGE in ``checkpoint`` (also used by subprocesses)."""
     from mmsearch.models.visual_bge import create_embedder
 
-    return create_embedder(spec, device="cpu", dtype="float32")
+    return create_embedder(checkpoint, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="session")
-def embedder_spec(tmp_path_factory: pytest.TempPathFactory) -> str | None:
-    """The tiny random-weight Visualized BGE checkpoint when this tree has its writer,
-    so the library is tested on the real model code; else the pixel-hash stand-in."""
-    try:
-        from mmsearch.testing.tiny import write_tiny_visual_bge
-    except ImportError:
-        return None
+def embedder_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random-weight Visualized BGE checkpoint: the library is tested on the real
+    model code. Its scores carry no meaning; only exact matches (an image against its own
+    stored copy) are asserted."""
+    from mmsearch.testing.tiny import write_tiny_visual_bge
+
     return str(write_tiny_visual_bge(tmp_path_factory.mktemp("tiny_visual_bge")))
 
 
 @pytest.fixture(scope="session")
-def shared_embedder(embedder_spec: str | None) -> Any:
+def shared_embedder(embedder_spec: str) -> Any:
     return build_test_embedder(embedder_spec)
 
 
@@ -230,22 +322,3 @@ def milvus_server_uri(
         yield uri
     finally:
         server.stop()
-
-
-# -- tiny checkpoints ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def tiny_phi3v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Phi-3 Vision checkpoint in the official layout (56 px tiles)."""
-    from mmsearch.testing.tiny_phi3v import write_tiny_phi3v
-
-    return write_tiny_phi3v(tmp_path_factory.mktemp("phi3v"), seed=0)
-
-
-@pytest.fixture(scope="session")
-def tiny_phi3v(tiny_phi3v_dir: Path):
-    """(model, processor) loaded from the tiny checkpoint, on the CPU in float32."""
-    from mmsearch.models.phi3v import load_phi3v
-
-    return load_phi3v(tiny_phi3v_dir, device="cpu", dtype="float32")

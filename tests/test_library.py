@@ -143,7 +143,7 @@ def test_lite_database_path_must_end_in_db(tmp_path: Path) -> None:
 
 
 def test_data_survives_reopening_in_a_new_process(
-    settings: Settings, photo_dir: Path, engine: ImageSearch, embedder_spec: str | None
+    settings: Settings, photo_dir: Path, engine: ImageSearch, embedder_spec: str
 ) -> None:
     with engine as lib:
         lib.index([photo_dir], metadata={"album": "x"})

@@ -1,1 +1,1 @@
-"""Model families, each in its own folder with config, checkpoint loader and preprocessing."""
+"""Model families, one folder each: config, checkpoint loader and preprocessing side by side."""
