@@ -11,24 +11,31 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mmsearch.config import Settings
 from mmsearch.errors import MMSearchError
 from mmsearch.filters import SearchFilter, parse_filter
-from mmsearch.library import EmbedderFactory, ImageSearch
 from mmsearch.types import IndexProgress
+
+if TYPE_CHECKING:
+    from mmsearch.library import EmbedderFactory, ImageSearch
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CANCELLED = 130
+LAZY_COMMAND_HELP = {
+    "eval": "Measure retrieval quality on a benchmark.",
+    "rerank": "Rerank images (paths or stored ids) with the vision-language model.",
+}
 
 
 def parse_scalar(text: str) -> bool | int | float | str:
@@ -66,6 +73,8 @@ def _settings(ctx: click.Context) -> Settings:
 
 @contextmanager
 def _engine(ctx: click.Context) -> Iterator[ImageSearch]:
+    from mmsearch.library import ImageSearch  # loads torch: only when a command runs
+
     factory: EmbedderFactory | None = ctx.obj.get("embedder_factory")
     lib = ImageSearch(_settings(ctx), embedder_factory=factory)
     try:
@@ -79,7 +88,32 @@ def _emit_json(data: Any) -> None:
 
 
 class _Group(click.Group):
-    """Turns library errors into one line on stderr and a non-zero exit status."""
+    """Turns library errors into one line on stderr and a non-zero exit status, and
+    imports the commands that live with their subsystems (``eval``, ``rerank``) only
+    when they are asked for, so ``--help`` and the core commands start fast."""
+
+    lazy_commands = tuple(LAZY_COMMAND_HELP)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(name) for name in self.list_commands(ctx))
+        rows = [(n, c.get_short_help_str(limit)) for n, c in sorted(self.commands.items())]
+        rows += [(n, LAZY_COMMAND_HELP[n]) for n in self.lazy_commands]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "eval":
+            from mmsearch.evaluation.cli import make_eval_command
+
+            return make_eval_command(build_embedder=_eval_embedder)
+        if cmd_name == "rerank":
+            from mmsearch.rerank.cli import make_rerank_command
+
+            return make_rerank_command(_resolve_stored_ids)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -289,6 +323,22 @@ def remove(ctx: click.Context, paths: tuple[str, ...], ids: tuple[str, ...], as_
         _emit_json({"removed": n})
     else:
         click.echo(f"removed {n}")
+
+
+def _resolve_stored_ids(ids: Sequence[str]) -> dict[str, str]:
+    """``mmsearch rerank -c ID``: stored image ids -> their paths, in the CLI's collection."""
+    wanted = [i for i in ids if re.fullmatch(r"[0-9a-f]{64}", i)]
+    if not wanted:
+        return {}
+    with _engine(click.get_current_context().find_root()) as lib:
+        return {r.id: r.path for r in lib.get(wanted)}
+
+
+def _eval_embedder(settings: Settings) -> Any:
+    from mmsearch.library import default_embedder_factory
+
+    factory = click.get_current_context().find_root().obj.get("embedder_factory")
+    return (factory or default_embedder_factory)(settings)
 
 
 def main(

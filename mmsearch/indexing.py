@@ -25,18 +25,21 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from mmsearch.config import Settings
-from mmsearch.embedding import ImageTextEmbedder
 from mmsearch.errors import ImageDecodeError, InvalidQueryError, MMSearchError
 from mmsearch.filters import SearchFilter, check_metadata, quote_string, to_milvus_expr
 from mmsearch.images import load_image_file
 from mmsearch.store import MilvusStore, StoredRow
 from mmsearch.types import FailedFile, ImageRecord, IndexProgress, IndexReport
+
+if TYPE_CHECKING:
+    import torch
+
+    from mmsearch.embedding import ImageTextEmbedder
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,9 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsearch.config import Settings
-from mmsearch.embedding import ImageTextEmbedder
 from mmsearch.errors import InvalidQueryError, ModelLoadError
 from mmsearch.filters import SearchFilter, quote_string
 from mmsearch.indexing import ProgressCallback, index_paths
@@ -21,9 +20,12 @@ from mmsearch.search import ImageQuery, build_query, run_search
 from mmsearch.store import MilvusStore, check_collection_name
 from mmsearch.types import CollectionStats, ImageRecord, IndexReport, SearchHit
 
+if TYPE_CHECKING:
+    from mmsearch.embedding import ImageTextEmbedder
+
 log = logging.getLogger(__name__)
 
-EmbedderFactory = Callable[[Settings], ImageTextEmbedder]
+EmbedderFactory = Callable[[Settings], "ImageTextEmbedder"]
 
 
 def default_embedder_factory(settings: Settings) -> ImageTextEmbedder:
@@ -77,6 +79,8 @@ class ImageSearch:
     def embedder(self) -> ImageTextEmbedder:
         with self._embedder_lock:
             if self._embedder is None:
+                from mmsearch.embedding import ImageTextEmbedder
+
                 embedder = self._embedder_factory(self.settings)
                 if not isinstance(embedder, ImageTextEmbedder):
                     raise ModelLoadError(

@@ -5,18 +5,20 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from mmsearch.config import Settings
-from mmsearch.embedding import ImageTextEmbedder
 from mmsearch.errors import InvalidQueryError
 from mmsearch.filters import SearchFilter, parse_filter, to_milvus_expr
 from mmsearch.images import coerce_image
 from mmsearch.store import MilvusStore
 from mmsearch.types import SearchHit
+
+if TYPE_CHECKING:
+    from mmsearch.embedding import ImageTextEmbedder
 
 ImageQuery = str | os.PathLike[str] | bytes | Image.Image
 

@@ -120,3 +120,26 @@ def test_ctrl_c_stops_indexing_after_the_batch(
     assert "stopping after the current batch" in result.stderr
     monkeypatch.setattr(mmsearch.cli._ProgressBar, "__call__", original)
     assert "indexed 3, unchanged 2" in run("index", str(photo_dir)).stdout
+
+
+def test_help_lists_every_command(run) -> None:
+    out = run("--help").stdout
+    for command in ("index", "search", "stats", "remove", "rerank", "eval"):
+        assert f"  {command} " in out
+
+
+def test_rerank_takes_stored_ids(
+    run, photo_dir: Path, tiny_vlm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MMSEARCH_RERANK_MODEL", str(tiny_vlm_dir))
+    monkeypatch.setenv("MMSEARCH_RERANK_DEVICE", "cpu")
+    run("index", str(photo_dir))
+    hits = json.loads(run("search", "--text", "x", "--top-k", "3", "--json").stdout)
+    ids = [h["id"] for h in hits]
+    args = [a for i in ids for a in ("-c", i)]
+    result = run("rerank", "--text", "a cat", *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(json.loads(result.stdout)["ids"]) == sorted(ids)
+    unknown = run("rerank", "--text", "a cat", "-c", "0" * 64)
+    assert unknown.exit_code != 0
+    assert "nor a stored image ID" in unknown.stderr
