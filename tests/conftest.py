@@ -203,7 +203,7 @@ def embedder_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def shared_embedder(embedder_spec: str) -> Any:
+def shared_embedder(embedder_spec: str, single_thread_torch: None) -> Any:
     return build_test_embedder(embedder_spec)
 
 
