@@ -58,6 +58,10 @@ def build_query(
     if not 1 <= top_k <= settings.max_top_k:
         raise InvalidQueryError(f"top_k must be between 1 and {settings.max_top_k}, got {top_k}")
     flt = parse_filter(filter)
+    if flt is not None and flt.path_prefix:
+        # Stored paths are absolute and normalised; so is the folder they are matched to.
+        folder = os.path.abspath(os.path.expanduser(flt.path_prefix))
+        flt = flt.model_copy(update={"path_prefix": folder})
     to_milvus_expr(flt)  # validate now; the store's dialect is applied at search time
     pil = None
     if image is not None:

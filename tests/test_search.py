@@ -134,3 +134,12 @@ def test_query_image_that_is_not_an_image_is_refused(indexed: ImageSearch, tmp_p
         indexed.search(image=bad)
     with pytest.raises(ImageDecodeError):
         indexed.search(image=os.fspath(tmp_path / "missing.png"))
+
+
+def test_folder_filter_accepts_relative_and_trailing_slash_forms(
+    indexed: ImageSearch, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(photo_dir.parent)
+    for folder in (photo_dir.name, f"./{photo_dir.name}/", str(photo_dir) + "/"):
+        hits = indexed.search(text="x", top_k=10, filter={"path_prefix": folder})
+        assert len(hits) == 5, folder
