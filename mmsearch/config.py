@@ -49,6 +49,30 @@ class Settings(BaseSettings):
     decode_workers: int = Field(default=4, ge=1, le=64)
     """Threads decoding images while the model embeds the previous batch."""
 
+    max_image_pixels: int = Field(default=100_000_000, ge=1)
+    """Images with more pixels are refused before decoding (decompression bombs)."""
+
+    max_image_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    """Image files (and query images) larger than this many bytes are refused."""
+
+    max_top_k: int = Field(default=1000, ge=1, le=16384)
+    """Upper bound on ``top_k`` for a search."""
+
+    milvus_index_type: str = "FLAT"
+    """Vector index of new collections (``FLAT`` is exact; ``IVF_FLAT``, ``HNSW``, ``AUTOINDEX``
+    where the Milvus deployment supports them). Existing collections keep their index."""
+
+    milvus_index_params: dict[str, int | float | str] = Field(default_factory=dict)
+    """Build parameters of that index, as JSON (``{"nlist": 128}``)."""
+
+    milvus_search_params: dict[str, int | float | str] = Field(default_factory=dict)
+    """Search parameters passed with every query, as JSON (``{"nprobe": 16}``)."""
+
+    milvus_flush: Literal["auto", "end", "batch", "never"] = "auto"
+    """When indexing asks Milvus to flush: once at the end of a run (and on cancel), after
+    every batch, or never (leave it to Milvus). ``auto``: ``end`` for Milvus Lite,
+    ``never`` for a server."""
+
     allowed_roots: Annotated[list[Path] | None, NoDecode] = None
     """Folders the MCP server may read and index (``MMSEARCH_ALLOWED_ROOTS``: paths
     separated by ``os.pathsep``, or a JSON list). Unset: only the roots the MCP client

@@ -45,6 +45,8 @@ class IndexReport(BaseModel):
     """Files skipped because their size, mtime (or content) had not changed."""
     removed: int = 0
     """Records pruned because their file is gone (only when pruning was asked for)."""
+    duplicates: int = 0
+    """Files not stored because the same bytes are already stored under another path."""
     failed: list[FailedFile] = Field(default_factory=list)
     total: int = 0
     """Files considered by this run."""

@@ -56,7 +56,12 @@ def test_short_side_is_padded_with_white_centred() -> None:
     pv = Phi3VImageProcessor(num_crops=2)([img])["pixel_values"][0]
     top_tile = pv[1]
     white = (1 - torch.tensor(Phi3VImageProcessor().image_mean)) / torch.tensor(
-        Phi3VImageProcessor().image_std)
+        Phi3VImageProcessor().image_std
+    )
     assert torch.allclose(top_tile[:, 0, 0], white, atol=1e-5)
-    assert torch.allclose(top_tile[:, 168, 0], -torch.tensor(Phi3VImageProcessor().image_mean)
-                          / torch.tensor(Phi3VImageProcessor().image_std), atol=1e-5)
+    assert torch.allclose(
+        top_tile[:, 168, 0],
+        -torch.tensor(Phi3VImageProcessor().image_mean)
+        / torch.tensor(Phi3VImageProcessor().image_std),
+        atol=1e-5,
+    )

@@ -18,8 +18,14 @@ UPSTREAM = Path(__file__).parent / "data" / "phi3v_upstream_tiny.json"
 
 
 def _inputs(proc, image: Image.Image, text: str = "What is this?"):
-    return proc(messages=[{"role": "user", "content": [
-        {"type": "image", "image": image}, {"type": "text", "text": text}]}])
+    return proc(
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": image}, {"type": "text", "text": text}],
+            }
+        ]
+    )
 
 
 def test_generate_produces_new_tokens_for_a_prompt_with_an_image(tiny_phi3v) -> None:
@@ -45,9 +51,13 @@ def test_generate_applies_standard_logits_processors(tiny_phi3v) -> None:
     model, proc = tiny_phi3v
     inputs = _inputs(proc, Image.fromarray(data.coffee()))
     brace = proc.tokenizer.convert_tokens_to_ids("{")
-    out = model.generate(**inputs, max_new_tokens=3, eos_token_id=None,
-                         logits_processor=LogitsProcessorList([_Force(brace)]))
-    assert out[0, inputs["input_ids"].shape[1]:].tolist() == [brace] * 3
+    out = model.generate(
+        **inputs,
+        max_new_tokens=3,
+        eos_token_id=None,
+        logits_processor=LogitsProcessorList([_Force(brace)]),
+    )
+    assert out[0, inputs["input_ids"].shape[1] :].tolist() == [brace] * 3
 
 
 def test_image_content_changes_the_logits(tiny_phi3v) -> None:
@@ -64,11 +74,13 @@ def test_cached_decoding_matches_a_full_forward(tiny_phi3v) -> None:
     with torch.no_grad():
         first = model(**inputs, use_cache=True)
         nxt = first.logits[0, -1].argmax().view(1, 1)
-        step = model.language_model(input_ids=nxt, cache=first.past_key_values,
-                                    use_cache=True).logits[0, -1]
+        step = model.language_model(
+            input_ids=nxt, cache=first.past_key_values, use_cache=True
+        ).logits[0, -1]
         ids = torch.cat([inputs["input_ids"], nxt], dim=1)
-        full = model(ids, pixel_values=inputs["pixel_values"],
-                     image_sizes=inputs["image_sizes"]).logits[0, -1]
+        full = model(
+            ids, pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"]
+        ).logits[0, -1]
     assert torch.allclose(step, full, atol=1e-4)
 
 
@@ -104,4 +116,4 @@ def test_matches_recorded_upstream_outputs(full_tile_model, case: str) -> None:
     assert (logits - torch.tensor(exp["last_logits"])).abs().max().item() < 1e-4
     if case == "astronaut":
         out = model.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=None)
-        assert out[0, inputs["input_ids"].shape[1]:].tolist() == exp["greedy_12"]
+        assert out[0, inputs["input_ids"].shape[1] :].tolist() == exp["greedy_12"]

@@ -16,15 +16,23 @@ def test_chat_messages_render_like_the_official_template(tiny_phi3v) -> None:
     img = Image.fromarray(data.astronaut())
     messages = [
         {"role": "system", "content": "Rank images."},
-        {"role": "user", "content": [{"type": "image", "image": img},
-                                     {"type": "image", "image": img},
-                                     {"type": "text", "text": "Which fits \"a man\"?"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": img},
+                {"type": "image", "image": img},
+                {"type": "text", "text": 'Which fits "a man"?'},
+            ],
+        },
     ]
     text, images = render_chat(messages)
-    as_strings = [{"role": "system", "content": "Rank images."},
-                  {"role": "user", "content": "<|image_1|>\n<|image_2|>\nWhich fits \"a man\"?"}]
+    as_strings = [
+        {"role": "system", "content": "Rank images."},
+        {"role": "user", "content": '<|image_1|>\n<|image_2|>\nWhich fits "a man"?'},
+    ]
     expected = proc.tokenizer.apply_chat_template(
-        as_strings, chat_template=CHAT_TEMPLATE, tokenize=False, add_generation_prompt=True)
+        as_strings, chat_template=CHAT_TEMPLATE, tokenize=False, add_generation_prompt=True
+    )
     assert text == expected
     assert images == [img, img]
 
@@ -32,12 +40,18 @@ def test_chat_messages_render_like_the_official_template(tiny_phi3v) -> None:
 def test_image_placeholder_expands_to_its_token_count_and_bos_follows(tiny_phi3v) -> None:
     _, proc = tiny_phi3v
     img = Image.fromarray(data.coffee())
-    inputs = proc(messages=[{"role": "user", "content": [
-        {"type": "image", "image": img}, {"type": "text", "text": "Describe."}]}])
+    inputs = proc(
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": img}, {"type": "text", "text": "Describe."}],
+            }
+        ]
+    )
     ids = inputs["input_ids"][0].tolist()
     n = proc.image_processor.num_image_tokens(*img.size)
     first = ids.index(-1)
-    assert ids[first:first + n] == [-1] * n
+    assert ids[first : first + n] == [-1] * n
     assert ids.count(-1) == n
     bos = proc.tokenizer.bos_token_id
     assert ids[0] == bos and ids[first + n] == bos

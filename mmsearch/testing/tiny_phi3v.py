@@ -23,12 +23,19 @@ CHAT_TEMPLATE = (
     "messages[-1]['role'] != 'assistant' %}{{- '<|assistant|>\\n' -}}{% endif %}"
 )
 SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>",
-    "<|placeholder3|>", "<|placeholder4|>", "<|system|>", "<|end|>", "<|placeholder5|>",
-    "<|placeholder6|>", "<|user|>",
+    "<|endoftext|>",
+    "<|assistant|>",
+    "<|placeholder1|>",
+    "<|placeholder2|>",
+    "<|placeholder3|>",
+    "<|placeholder4|>",
+    "<|system|>",
+    "<|end|>",
+    "<|placeholder5|>",
+    "<|placeholder6|>",
+    "<|user|>",
 )
-TEXT = {"hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 4,
-        "vocab": 384}
+TEXT = {"hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 4, "vocab": 384}
 
 
 def _tokenizer_json() -> tuple[dict, int]:
@@ -48,21 +55,26 @@ def _tokenizer_json() -> tuple[dict, int]:
             merges.append((left, ch))
             left += ch
             vocab.setdefault(left, len(vocab))
-    tok = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True,
-                        fuse_unk=True))
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")]
+    tok = Tokenizer(
+        BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
     )
-    tok.decoder = decoders.Sequence([
-        decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-        decoders.Strip(" ", 1, 0),
-    ])
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence(
+        [
+            decoders.Replace("▁", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
     from tokenizers import AddedToken
 
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                            for t in ("<unk>", "<s>", "</s>")])
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False, rstrip=False)
-                            for t in SPECIAL_TOKENS])
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")]
+    )
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False, rstrip=False) for t in SPECIAL_TOKENS]
+    )
     return json.loads(tok.to_str()), tok.get_vocab_size()
 
 
@@ -120,8 +132,9 @@ def _weights(seed: int, vocab: int, clip: dict[str, int]) -> dict[str, torch.Ten
     return w
 
 
-def write_tiny_phi3v(directory: str | Path, seed: int = 0, *, full_size_tiles: bool = False,
-                     num_crops: int = 4) -> Path:
+def write_tiny_phi3v(
+    directory: str | Path, seed: int = 0, *, full_size_tiles: bool = False, num_crops: int = 4
+) -> Path:
     """Write a tiny random Phi-3 Vision checkpoint (official file set and key names) into
     ``directory`` and return it. Default tiles are 56 px (4 image tokens per tile) so a
     test prompt with an image stays a few dozen tokens long."""
@@ -218,10 +231,18 @@ def write_tiny_phi3v(directory: str | Path, seed: int = 0, *, full_size_tiles: b
         "tokenizer_class": "LlamaTokenizer",
         "use_default_system_prompt": False,
     }
-    special_map = {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>",
-                   "pad_token": "<|endoftext|>"}
-    generation = {"_from_model_config": True, "bos_token_id": ids["<s>"],
-                  "eos_token_id": ids["</s>"], "transformers_version": "4.38.1"}
+    special_map = {
+        "bos_token": "<s>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<unk>",
+        "pad_token": "<|endoftext|>",
+    }
+    generation = {
+        "_from_model_config": True,
+        "bos_token_id": ids["<s>"],
+        "eos_token_id": ids["</s>"],
+        "transformers_version": "4.38.1",
+    }
     files = {
         "config.json": config,
         "preprocessor_config.json": preprocessor,
@@ -233,6 +254,9 @@ def write_tiny_phi3v(directory: str | Path, seed: int = 0, *, full_size_tiles: b
     for name, obj in files.items():
         (out / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False))
     weights = _weights(seed, vocab, clip)
-    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in weights.items()},
-              str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v.to(torch.bfloat16).contiguous() for k, v in weights.items()},
+        str(out / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     return out

@@ -62,9 +62,7 @@ def checkpoint_files(ckpt_dir: Path) -> list[Path]:
     elif (ckpt_dir / "model.safetensors").is_file():
         files = [ckpt_dir / "model.safetensors"]
     else:
-        raise ModelLoadError(
-            f"no model.safetensors or model.safetensors.index.json in {ckpt_dir}"
-        )
+        raise ModelLoadError(f"no model.safetensors or model.safetensors.index.json in {ckpt_dir}")
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise ModelLoadError(f"checkpoint shards missing: {', '.join(missing)}")
@@ -105,6 +103,7 @@ def check_keys(expected: Iterable[str], found: Mapping[str, object], where: str)
     missing = sorted(exp - got)
     unexpected = sorted(got - exp)
     if missing or unexpected:
+
         def show(keys: list[str]) -> str:
             head = ", ".join(keys[:8])
             return head + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
@@ -137,8 +136,9 @@ def resolve_checkpoint_dir(name_or_path: str | Path) -> Path:
         return path
     name = str(name_or_path)
     if name.count("/") != 1 or name.startswith((".", "/", "~")):
-        raise ModelLoadError(f"{name!r} is neither a directory nor a hub model id. "
-                             + _missing_help(name))
+        raise ModelLoadError(
+            f"{name!r} is neither a directory nor a hub model id. " + _missing_help(name)
+        )
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 

@@ -126,9 +126,7 @@ class Phi3VImageProcessor:
         _, h, w = padded.shape
         rows, cols = h // t, w // t
         glob = F.interpolate(padded[None], size=(t, t), mode="bicubic")
-        tiles = (
-            padded.reshape(3, rows, t, cols, t).permute(1, 3, 0, 2, 4).reshape(-1, 3, t, t)
-        )
+        tiles = padded.reshape(3, rows, t, cols, t).permute(1, 3, 0, 2, 4).reshape(-1, 3, t, t)
         crops = torch.zeros(self.num_crops + 1, 3, t, t, dtype=torch.float32)
         crops[0] = glob[0]
         crops[1 : 1 + rows * cols] = tiles
@@ -142,8 +140,9 @@ class Phi3VImageProcessor:
         out = [self.preprocess_one(im) for im in images]
         if not out:
             return {
-                "pixel_values": torch.zeros(0, self.num_crops + 1, 3, self.tile_size,
-                                            self.tile_size),
+                "pixel_values": torch.zeros(
+                    0, self.num_crops + 1, 3, self.tile_size, self.tile_size
+                ),
                 "image_sizes": torch.zeros(0, 2, dtype=torch.long),
                 "num_img_tokens": [],
             }

@@ -35,8 +35,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device, config_dtype: str | None
-                  ) -> torch.dtype:
+def resolve_dtype(
+    dtype: str | torch.dtype, device: torch.device, config_dtype: str | None
+) -> torch.dtype:
     """``auto``: the checkpoint's dtype (bf16 for the official ones) on an accelerator,
     float32 on the CPU."""
     if isinstance(dtype, torch.dtype):
@@ -69,8 +70,9 @@ def _parameters_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = original  # type: ignore[method-assign]
 
 
-def build_model(cfg: Phi3VConfig, state_dict: dict[str, torch.Tensor], where: str
-                ) -> Phi3VForCausalLM:
+def build_model(
+    cfg: Phi3VConfig, state_dict: dict[str, torch.Tensor], where: str
+) -> Phi3VForCausalLM:
     """Our model holding exactly the given weights; any missing or unexpected key raises
     :class:`ModelLoadError`."""
     with _parameters_on_meta():
@@ -83,9 +85,13 @@ def build_model(cfg: Phi3VConfig, state_dict: dict[str, torch.Tensor], where: st
     return model.eval()
 
 
-def load_phi3v(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "auto",
-               dtype: str | torch.dtype = "auto", attn_implementation: str = "sdpa",
-               num_crops: int | None = None) -> tuple[Phi3VForCausalLM, Phi3VProcessor]:
+def load_phi3v(
+    name_or_path: str | Path = DEFAULT_MODEL,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    attn_implementation: str = "sdpa",
+    num_crops: int | None = None,
+) -> tuple[Phi3VForCausalLM, Phi3VProcessor]:
     """Load an official Phi-3 Vision checkpoint (hub id, fetched on first use, or a local
     directory) into our model and processor. Never falls back to random weights: anything
     missing raises :class:`ModelLoadError` saying which files to provide.

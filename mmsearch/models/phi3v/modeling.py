@@ -59,8 +59,9 @@ class Phi3VImageEmbedding(nn.Module):
         sep = self.sub_GN.reshape(1, 1, c).expand(h, 1, c).to(fmap.dtype)
         return torch.cat([fmap, sep], dim=1).reshape(-1, c)
 
-    def image_features(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor
-                       ) -> list[torch.Tensor]:
+    def image_features(
+        self, pixel_values: torch.Tensor, image_sizes: torch.Tensor
+    ) -> list[torch.Tensor]:
         """Projected features per image, each ``(num_image_tokens, hidden)``. Zero padding
         tiles are not run through CLIP."""
         t = self.cfg.tile_size
@@ -104,8 +105,12 @@ class Phi3VForCausalLM(nn.Module):
     def generation_config(self) -> Any:
         return self.language_model.generation_config
 
-    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
-              image_sizes: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Input embeddings with image ``k``'s features in the slots holding ``-k``."""
         emb = self.language_model.get_input_embeddings()
         embeds = emb(input_ids.clamp(min=0))
@@ -114,9 +119,7 @@ class Phi3VForCausalLM(nn.Module):
             return embeds
         if pixel_values is None or image_sizes is None:
             raise ValueError("input_ids hold image slots but no pixel_values/image_sizes given")
-        feats = self.vision.image_features(
-            pixel_values.to(self.device), image_sizes.to("cpu")
-        )
+        feats = self.vision.image_features(pixel_values.to(self.device), image_sizes.to("cpu"))
         embeds = embeds.clone()
         for k, f in enumerate(feats, start=1):
             where = input_ids == -k
@@ -128,19 +131,27 @@ class Phi3VForCausalLM(nn.Module):
             raise ValueError("input_ids refer to more images than pixel_values holds")
         return embeds
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                pixel_values: torch.Tensor | None = None,
-                image_sizes: torch.Tensor | None = None, **kwargs: Any) -> Any:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """One forward pass (logits, optionally ``past_key_values``) over the prompt."""
         embeds = self.embed(input_ids.to(self.device), pixel_values, image_sizes)
-        return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
-                                   **kwargs)
+        return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
 
     @torch.inference_mode()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 pixel_values: torch.Tensor | None = None,
-                 image_sizes: torch.Tensor | None = None, **generate_kwargs: Any
-                 ) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
         """transformers ``generate`` on the prompt embeddings; any ``GenerationMixin``
         argument (``logits_processor``, ``max_new_tokens``, ``eos_token_id`` ...) applies.
         Returns ``prompt ids + new ids``, image slots shown as id 0 (as upstream), so new

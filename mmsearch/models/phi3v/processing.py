@@ -31,8 +31,9 @@ STOP_TOKENS = ("<|end|>", "<|endoftext|>")
 Message = Mapping[str, Any]
 
 
-def render_chat(messages: Sequence[Message], add_generation_prompt: bool = True
-                ) -> tuple[str, list[Image.Image]]:
+def render_chat(
+    messages: Sequence[Message], add_generation_prompt: bool = True
+) -> tuple[str, list[Image.Image]]:
     """The Phi-3 Vision chat format, ``<|role|>\\ncontent<|end|>\\n`` per message then
     ``<|assistant|>\\n``. ``content`` is a string (which may already hold
     ``<|image_N|>`` tags) or a list of parts ``{"type": "text", "text": ...}`` /
@@ -71,16 +72,22 @@ def render_chat(messages: Sequence[Message], add_generation_prompt: bool = True
 class Phi3VProcessor:
     """Tokenizer + image processor; builds model inputs from a prompt or chat messages."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerFast, image_processor: Phi3VImageProcessor,
-                 add_bos: bool = True, add_eos: bool = False) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerFast,
+        image_processor: Phi3VImageProcessor,
+        add_bos: bool = True,
+        add_eos: bool = False,
+    ) -> None:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.add_bos = add_bos
         self.add_eos = add_eos
 
     @classmethod
-    def from_dir(cls, ckpt_dir: Path, tile_size: int, merged_grid: int,
-                 num_crops: int | None = None) -> Phi3VProcessor:
+    def from_dir(
+        cls, ckpt_dir: Path, tile_size: int, merged_grid: int, num_crops: int | None = None
+    ) -> Phi3VProcessor:
         """Read ``tokenizer.json``, ``tokenizer_config.json`` and
         ``preprocessor_config.json``; tile geometry comes from the vision tower."""
         tok_file = ckpt_dir / "tokenizer.json"
@@ -88,8 +95,10 @@ class Phi3VProcessor:
             raise ModelLoadError(f"{ckpt_dir} has no tokenizer.json")
         tok_cfg = _read_json(ckpt_dir / "tokenizer_config.json")
         pre_cfg = _read_json(ckpt_dir / "preprocessor_config.json")
-        specials = {k: _token_str(tok_cfg.get(k)) for k in
-                    ("bos_token", "eos_token", "unk_token", "pad_token")}
+        specials = {
+            k: _token_str(tok_cfg.get(k))
+            for k in ("bos_token", "eos_token", "unk_token", "pad_token")
+        }
         tokenizer = PreTrainedTokenizerFast(
             tokenizer_file=str(tok_file),
             **{k: v for k, v in specials.items() if v is not None},
@@ -104,9 +113,12 @@ class Phi3VProcessor:
             image_mean=pre_cfg.get("image_mean", OPENAI_CLIP_MEAN),
             image_std=pre_cfg.get("image_std", OPENAI_CLIP_STD),
         )
-        return cls(tokenizer, image_processor,
-                   add_bos=bool(tok_cfg.get("add_bos_token", True)),
-                   add_eos=bool(tok_cfg.get("add_eos_token", False)))
+        return cls(
+            tokenizer,
+            image_processor,
+            add_bos=bool(tok_cfg.get("add_bos_token", True)),
+            add_eos=bool(tok_cfg.get("add_eos_token", False)),
+        )
 
     @property
     def stop_token_ids(self) -> list[int]:
@@ -128,9 +140,14 @@ class Phi3VProcessor:
             ids = [*ids, self.tokenizer.eos_token_id]
         return ids
 
-    def __call__(self, text: str | None = None, images: Sequence[Image.Image] | None = None,
-                 *, messages: Sequence[Message] | None = None,
-                 add_generation_prompt: bool = True) -> dict[str, Any]:
+    def __call__(
+        self,
+        text: str | None = None,
+        images: Sequence[Image.Image] | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+        add_generation_prompt: bool = True,
+    ) -> dict[str, Any]:
         """Model inputs (batch of one): ``input_ids`` (image slots negative),
         ``attention_mask``, and with images ``pixel_values`` and ``image_sizes``.
         Give either ``text`` (with ``<|image_N|>`` tags) and ``images``, or ``messages``."""
@@ -170,8 +187,9 @@ class Phi3VProcessor:
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
-        return self.tokenizer.decode([i for i in ids if i >= 0],
-                                     skip_special_tokens=skip_special_tokens)
+        return self.tokenizer.decode(
+            [i for i in ids if i >= 0], skip_special_tokens=skip_special_tokens
+        )
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -1,0 +1,352 @@
+"""The ``mmsearch`` command: index folders, search, inspect and prune a collection.
+
+A thin layer over :class:`mmsearch.library.ImageSearch`. Results go to stdout (JSON with
+``--json``); progress, logs and errors go to stderr. Errors are one line and a
+non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mmsearch.config import Settings
+from mmsearch.errors import MMSearchError
+from mmsearch.filters import SearchFilter, parse_filter
+from mmsearch.types import IndexProgress
+
+if TYPE_CHECKING:
+    from mmsearch.library import EmbedderFactory, ImageSearch
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CANCELLED = 130
+LAZY_COMMAND_HELP = {
+    "eval": "Measure retrieval quality on a benchmark.",
+    "rerank": "Rerank images (paths or stored ids) with the vision-language model.",
+}
+
+
+def parse_scalar(text: str) -> bool | int | float | str:
+    """``true``/``false`` -> bool, integers -> int, finite decimals -> float, else str."""
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else text
+
+
+def parse_key_values(pairs: tuple[str, ...], option: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=option)
+        out[key] = parse_scalar(value)
+    return out
+
+
+def _settings(ctx: click.Context) -> Settings:
+    overrides = {k: v for k, v in ctx.obj["overrides"].items() if v is not None}
+    try:
+        return Settings(**overrides)
+    except Exception as exc:  # pydantic validation of env or options
+        raise MMSearchError(f"invalid configuration: {exc}") from exc
+
+
+@contextmanager
+def _engine(ctx: click.Context) -> Iterator[ImageSearch]:
+    from mmsearch.library import ImageSearch  # loads torch: only when a command runs
+
+    factory: EmbedderFactory | None = ctx.obj.get("embedder_factory")
+    lib = ImageSearch(_settings(ctx), embedder_factory=factory)
+    try:
+        yield lib
+    finally:
+        lib.close()
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+class _Group(click.Group):
+    """Turns library errors into one line on stderr and a non-zero exit status, and
+    imports the commands that live with their subsystems (``eval``, ``rerank``) only
+    when they are asked for, so ``--help`` and the core commands start fast."""
+
+    lazy_commands = tuple(LAZY_COMMAND_HELP)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(name) for name in self.list_commands(ctx))
+        rows = [(n, c.get_short_help_str(limit)) for n, c in sorted(self.commands.items())]
+        rows += [(n, LAZY_COMMAND_HELP[n]) for n in self.lazy_commands]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "eval":
+            from mmsearch.evaluation.cli import make_eval_command
+
+            return make_eval_command(build_embedder=_eval_embedder)
+        if cmd_name == "rerank":
+            from mmsearch.rerank.cli import make_rerank_command
+
+            return make_rerank_command(_resolve_stored_ids)
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MMSearchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_ERROR)
+
+
+@click.group(cls=_Group)
+@click.option("--uri", help="Milvus Lite file or server URI (overrides MMSEARCH_MILVUS_URI).")
+@click.option("--collection", help="Collection name (overrides MMSEARCH_COLLECTION).")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug).")
+@click.version_option(package_name="mmsearch")
+@click.pass_context
+def cli(ctx: click.Context, uri: str | None, collection: str | None, verbose: int) -> None:
+    """Multimodal semantic search over your images."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if verbose < 2:
+        # pymilvus logs every failed RPC with a traceback; the CLI reports it once.
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    ctx.ensure_object(dict)
+    ctx.obj["overrides"] = {"milvus_uri": uri, "collection": collection}
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--recursive/--no-recursive", default=True, help="Descend into sub-folders.")
+@click.option(
+    "--ext",
+    "extensions",
+    multiple=True,
+    help="File extensions to index in folders and globs (repeat or comma-separate; "
+    "default: jpg jpeg png webp bmp gif tif tiff).",
+)
+@click.option("--prune", is_flag=True, help="Remove records of files under PATHS that are gone.")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata for every file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+@click.pass_context
+def index(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    recursive: bool,
+    extensions: tuple[str, ...],
+    prune: bool,
+    meta: tuple[str, ...],
+    as_json: bool,
+    progress: bool | None,
+) -> None:
+    """Index image files, folders and globs (unchanged files are skipped)."""
+    metadata = parse_key_values(meta, "--meta") if meta else None
+    with _engine(ctx) as lib, _cancel_on_interrupt() as cancel:
+        bar = _progress_bar(progress)
+        try:
+            report = lib.index(
+                list(paths),
+                recursive=recursive,
+                extensions=list(extensions) or None,
+                metadata=metadata,
+                prune=prune,
+                progress=bar,
+                cancel=cancel,
+            )
+        finally:
+            bar.close()
+    if as_json:
+        _emit_json(report.model_dump())
+    else:
+        for failed in report.failed:
+            click.echo(f"failed: {failed.path}: {failed.reason}", err=True)
+        click.echo(
+            f"indexed {report.indexed}, unchanged {report.unchanged}, "
+            f"duplicates {report.duplicates}, failed {len(report.failed)}, "
+            f"removed {report.removed} (of {report.total} files)"
+            + (", cancelled" if report.cancelled else "")
+        )
+    if report.cancelled:
+        ctx.exit(EXIT_CANCELLED)
+
+
+@contextmanager
+def _cancel_on_interrupt() -> Iterator[threading.Event]:
+    """First Ctrl-C: finish the current batch and stop, leaving the index consistent.
+    Second Ctrl-C: abort at once."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        click.echo("\nstopping after the current batch (Ctrl-C again to abort)", err=True)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _ProgressBar:
+    def __init__(self, enabled: bool | None) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=0, unit="img", file=sys.stderr, disable=None if enabled is None else not enabled
+        )
+
+    def __call__(self, p: IndexProgress) -> None:
+        if self._bar.total != p.total:
+            self._bar.total = p.total
+        self._bar.n = p.done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _progress_bar(enabled: bool | None) -> _ProgressBar:
+    return _ProgressBar(enabled)
+
+
+@cli.command()
+@click.option("--text", help="Text query.")
+@click.option("--image", type=click.Path(dir_okay=False, path_type=str), help="Query image.")
+@click.option("--top-k", "top_k", default=9, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print hits as JSON on stdout.")
+@click.option("--filter-path-prefix", help="Only images inside this folder.")
+@click.option("--filter-path-glob", help="Only paths matching this glob (* and ? wildcards).")
+@click.option("--filter-path-contains", help="Only paths containing this text.")
+@click.option("--filter-meta", multiple=True, metavar="KEY=VALUE", help="Metadata equality.")
+@click.option("--filter-mtime-min", type=float, help="Modified at or after (POSIX seconds).")
+@click.option("--filter-mtime-max", type=float, help="Modified at or before (POSIX seconds).")
+@click.option("--filter-size-min", type=int, help="At least this many bytes.")
+@click.option("--filter-size-max", type=int, help="At most this many bytes.")
+@click.pass_context
+def search(
+    ctx: click.Context,
+    text: str | None,
+    image: str | None,
+    top_k: int,
+    as_json: bool,
+    filter_path_prefix: str | None,
+    filter_path_glob: str | None,
+    filter_path_contains: str | None,
+    filter_meta: tuple[str, ...],
+    filter_mtime_min: float | None,
+    filter_mtime_max: float | None,
+    filter_size_min: int | None,
+    filter_size_max: int | None,
+) -> None:
+    """Find images by text, by an example image, or both."""
+    raw: dict[str, Any] = {
+        "path_prefix": os.path.abspath(filter_path_prefix) if filter_path_prefix else None,
+        "path_glob": filter_path_glob,
+        "path_contains": filter_path_contains,
+        "metadata": parse_key_values(filter_meta, "--filter-meta"),
+        "mtime_min": filter_mtime_min,
+        "mtime_max": filter_mtime_max,
+        "size_min": filter_size_min,
+        "size_max": filter_size_max,
+    }
+    flt: SearchFilter | None = parse_filter({k: v for k, v in raw.items() if v not in (None, {})})
+    with _engine(ctx) as lib:
+        hits = lib.search(text=text, image=image, top_k=top_k, filter=flt)
+    if as_json:
+        _emit_json([h.model_dump() for h in hits])
+    else:
+        for hit in hits:
+            click.echo(f"{hit.score:.4f}  {hit.path}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Show the collection's size, model and location."""
+    with _engine(ctx) as lib:
+        st = lib.stats()
+    if as_json:
+        _emit_json(st.model_dump())
+    else:
+        click.echo(
+            f"collection {st.collection}: {st.count} images, model {st.model_id} "
+            f"(dim {st.dim}), {st.uri}"
+        )
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str))
+@click.option("--id", "ids", multiple=True, help="Image id (SHA-256) to remove.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@click.pass_context
+def remove(ctx: click.Context, paths: tuple[str, ...], ids: tuple[str, ...], as_json: bool) -> None:
+    """Remove records by path or id from the collection (files are not touched)."""
+    if not paths and not ids:
+        raise click.UsageError("give PATHS or --id")
+    with _engine(ctx) as lib:
+        n = lib.remove(ids=list(ids) or None, paths=list(paths) or None)
+    if as_json:
+        _emit_json({"removed": n})
+    else:
+        click.echo(f"removed {n}")
+
+
+def _resolve_stored_ids(ids: Sequence[str]) -> dict[str, str]:
+    """``mmsearch rerank -c ID``: stored image ids -> their paths, in the CLI's collection."""
+    wanted = [i for i in ids if re.fullmatch(r"[0-9a-f]{64}", i)]
+    if not wanted:
+        return {}
+    with _engine(click.get_current_context().find_root()) as lib:
+        return {r.id: r.path for r in lib.get(wanted)}
+
+
+def _eval_embedder(settings: Settings) -> Any:
+    from mmsearch.library import default_embedder_factory
+
+    factory = click.get_current_context().find_root().obj.get("embedder_factory")
+    return (factory or default_embedder_factory)(settings)
+
+
+def main(
+    argv: list[str] | None = None, *, embedder_factory: Callable[..., Any] | None = None
+) -> None:
+    """Console entry point (``embedder_factory`` lets tests supply a model)."""
+    cli.main(args=argv, prog_name="mmsearch", obj={"embedder_factory": embedder_factory})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,554 @@
+"""Indexing files, folders and globs into a collection.
+
+The work per run:
+
+1. expand the given paths into image files (folders walked, globs expanded);
+2. look their paths up in the store: a file whose size and mtime match its stored
+   record is skipped without being read;
+3. read, hash, decode and preprocess the remaining files on a thread pool, one batch
+   ahead of the model, and embed each batch;
+4. write the batch (new content is embedded; content already stored is reused), then
+   drop the records the batch replaced;
+5. optionally prune records under the given roots whose files are gone.
+
+Between batches the store is consistent, which is where cancellation takes effect.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import stat as stat_mod
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmsearch.config import Settings
+from mmsearch.errors import ImageDecodeError, InvalidQueryError, MMSearchError
+from mmsearch.filters import SearchFilter, check_metadata, quote_string, to_milvus_expr
+from mmsearch.images import load_image_file
+from mmsearch.store import MilvusStore, StoredRow
+from mmsearch.types import FailedFile, ImageRecord, IndexProgress, IndexReport
+
+if TYPE_CHECKING:
+    import torch
+
+    from mmsearch.embedding import ImageTextEmbedder
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+
+ProgressCallback = Callable[[IndexProgress], None]
+
+
+def normalize_extensions(extensions: Iterable[str] | None) -> frozenset[str]:
+    """``[".JPG", "png"]`` -> ``{"jpg", "png"}``; ``None`` -> the defaults."""
+    if extensions is None:
+        return frozenset(DEFAULT_EXTENSIONS)
+    if isinstance(extensions, str):
+        extensions = [extensions]
+    out = set()
+    for ext in extensions:
+        if not isinstance(ext, str):
+            raise InvalidQueryError(f"extension must be a string, not {type(ext).__name__}")
+        for part in ext.split(","):
+            part = part.strip().lower().lstrip(".")
+            if part:
+                out.add(part)
+    if not out:
+        raise InvalidQueryError("the extensions list is empty")
+    return frozenset(out)
+
+
+def _has_magic(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Regex matching what :func:`glob.glob` (``recursive=True``) would match for
+    ``pattern``: ``*`` and ``?`` stay within one path component, ``**`` spans any."""
+    i, n, out = 0, len(pattern), []
+    while i < n:
+        ch = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif ch == "*":
+            out.append("[^/]*")
+            i += 1
+        elif ch == "?":
+            out.append("[^/]")
+            i += 1
+        elif ch == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
+            if end < 0:
+                out.append(re.escape(ch))
+                i += 1
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = end + 1
+        else:
+            out.append(re.escape(ch))
+            i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class _Root:
+    """Where pruning may look: a folder (recursively or not), a glob, or one file."""
+
+    kind: str  # "dir" | "glob" | "file" | "missing" (a path that is gone: file or folder)
+    path: str
+    recursive: bool = True
+
+    def prefix_expr(self) -> str:
+        folder = self.path
+        if self.kind == "glob":
+            folder = _glob_base(self.path)
+        if self.kind == "file":
+            return f"path == {quote_string(self.path)}"
+        return to_milvus_expr(SearchFilter(path_prefix=folder))
+
+    def covers(self, path: str) -> bool:
+        if self.kind == "file":
+            return path == self.path
+        if self.kind == "missing":
+            return path == self.path or path.startswith(self.path.rstrip(os.sep) + os.sep)
+        if self.kind == "glob":
+            return bool(glob_regex(self.path).match(path))
+        if self.recursive:
+            return path.startswith(self.path.rstrip(os.sep) + os.sep)
+        return os.path.dirname(path) == self.path
+
+
+def _glob_base(pattern: str) -> str:
+    parts = pattern.split(os.sep)
+    base: list[str] = []
+    for part in parts:
+        if _has_magic(part):
+            break
+        base.append(part)
+    return os.sep.join(base) or os.sep
+
+
+@dataclass
+class _Candidate:
+    path: str
+    size: int
+    mtime: float
+    existing: ImageRecord | None = None
+
+
+@dataclass
+class _Prepared:
+    cand: _Candidate
+    sha256: str
+    pixels: torch.Tensor
+
+
+@dataclass
+class _Scan:
+    files: list[_Candidate] = field(default_factory=list)
+    failed: list[FailedFile] = field(default_factory=list)
+    roots: list[_Root] = field(default_factory=list)
+
+
+def _reason(exc: BaseException, path: str) -> str:
+    msg = str(exc)
+    prefix = f"{path}: "
+    return msg[len(prefix) :] if msg.startswith(prefix) else msg
+
+
+def scan_paths(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    recursive: bool = True,
+    extensions: Iterable[str] | None = None,
+) -> _Scan:
+    """Expand paths into image files (absolute, deduplicated, sorted per root)."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    exts = normalize_extensions(extensions)
+    scan = _Scan()
+    seen: set[str] = set()
+
+    def add(path: str, st: os.stat_result) -> None:
+        if path not in seen:
+            seen.add(path)
+            scan.files.append(_Candidate(path=path, size=st.st_size, mtime=st.st_mtime))
+
+    def wanted(name: str) -> bool:
+        return os.path.splitext(name)[1].lower().lstrip(".") in exts
+
+    for raw in paths:
+        given = os.fspath(raw)
+        if not given:
+            raise InvalidQueryError("an empty path was given")
+        path = os.path.abspath(os.path.expanduser(given))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            scan.failed.append(FailedFile(path=path, reason=f"cannot access: {exc.strerror}"))
+            continue
+        if st is None and _has_magic(given):
+            scan.roots.append(_Root("glob", path))
+            for match in sorted(glob.glob(path, recursive=True)):
+                try:
+                    mst = os.stat(match)
+                except OSError:
+                    continue
+                if stat_mod.S_ISREG(mst.st_mode) and wanted(match):
+                    add(os.path.abspath(match), mst)
+            continue
+        if st is None:
+            scan.failed.append(FailedFile(path=path, reason="no such file or directory"))
+            scan.roots.append(_Root("missing", path))
+            continue
+        if stat_mod.S_ISDIR(st.st_mode):
+            scan.roots.append(_Root("dir", path, recursive))
+            for dirpath, dirnames, filenames in os.walk(path, onerror=None):
+                dirnames.sort()
+                if not recursive:
+                    dirnames.clear()
+                for name in sorted(filenames):
+                    if not wanted(name):
+                        continue
+                    full = os.path.join(dirpath, name)
+                    try:
+                        fst = os.stat(full)
+                    except OSError as exc:
+                        scan.failed.append(
+                            FailedFile(path=full, reason=f"cannot access: {exc.strerror}")
+                        )
+                        continue
+                    if stat_mod.S_ISREG(fst.st_mode):
+                        add(full, fst)
+        elif stat_mod.S_ISREG(st.st_mode):
+            scan.roots.append(_Root("file", path))
+            add(path, st)
+        else:
+            scan.failed.append(FailedFile(path=path, reason="not a regular file"))
+    return scan
+
+
+class _Run:
+    """State of one indexing run."""
+
+    def __init__(
+        self,
+        store: MilvusStore,
+        embedder: ImageTextEmbedder,
+        settings: Settings,
+        collection: str,
+        metadata: dict[str, Any] | None,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+        self.collection = collection
+        self.metadata = metadata
+        self.progress = progress
+        self.report = IndexReport()
+        self.claimed: set[str] = set()
+        self.done = 0
+
+    def notify(self, path: str | None) -> None:
+        if self.progress is not None:
+            self.progress(IndexProgress(done=self.done, total=self.report.total, path=path))
+
+    def prepare(self, cand: _Candidate) -> _Prepared | FailedFile:
+        """Worker thread: read once, hash, decode, preprocess."""
+        try:
+            loaded = load_image_file(
+                cand.path,
+                max_bytes=self.settings.max_image_bytes,
+                max_pixels=self.settings.max_image_pixels,
+            )
+            pixels = self.embedder.preprocess(loaded.image)
+        except ImageDecodeError as exc:
+            return FailedFile(path=cand.path, reason=_reason(exc, cand.path))
+        except Exception as exc:  # one bad file must not stop the run
+            log.debug("preprocessing %s failed", cand.path, exc_info=True)
+            return FailedFile(path=cand.path, reason=f"cannot preprocess image: {exc}")
+        return _Prepared(cand=cand, sha256=loaded.sha256, pixels=pixels)
+
+    def _stored_is_current(self, row: Mapping[str, Any]) -> bool:
+        """Is the file a stored record points to still there with the same stat?"""
+        try:
+            st = os.stat(row["path"])
+        except OSError:
+            return False
+        return st.st_size == int(row["size"]) and st.st_mtime == float(row["mtime"])
+
+    def embed(self, items: list[_Prepared]) -> tuple[list[_Prepared], np.ndarray]:
+        """Embed a batch; when the batch fails, retry file by file to isolate the culprit."""
+        if not items:
+            return [], np.zeros((0, self.embedder.dim), dtype=np.float32)
+        try:
+            vecs = self._encode([it.pixels for it in items])
+            return items, vecs
+        except MMSearchError:
+            raise
+        except Exception:
+            if len(items) == 1:
+                raise
+            log.debug("batch embedding failed; retrying one by one", exc_info=True)
+        kept, rows = [], []
+        for it in items:
+            try:
+                rows.append(self._encode([it.pixels])[0])
+                kept.append(it)
+            except MMSearchError:
+                raise
+            except Exception as exc:
+                self.report.failed.append(
+                    FailedFile(path=it.cand.path, reason=f"embedding failed: {exc}")
+                )
+        if not rows:
+            return [], np.zeros((0, self.embedder.dim), dtype=np.float32)
+        return kept, np.stack(rows)
+
+    def _encode(self, pixels: list[torch.Tensor]) -> np.ndarray:
+        vecs = np.asarray(
+            self.embedder.encode(images=pixels, batch_size=len(pixels)), dtype=np.float32
+        )
+        if vecs.shape != (len(pixels), self.embedder.dim):
+            raise MMSearchError(
+                f"embedder returned shape {vecs.shape}, expected ({len(pixels)}, "
+                f"{self.embedder.dim})"
+            )
+        return vecs
+
+    def handle_batch(self, results: list[_Prepared | FailedFile]) -> None:
+        prepared: list[_Prepared] = []
+        for res in results:
+            if isinstance(res, FailedFile):
+                self.report.failed.append(res)
+            else:
+                prepared.append(res)
+        stored = self.store.get_rows(
+            self.collection, [p.sha256 for p in prepared], with_vectors=True
+        )
+        writes: list[StoredRow] = []
+        to_embed: list[_Prepared] = []
+        replaced: dict[str, str] = {}  # old id -> path whose content changed
+        for item in prepared:
+            cand = item.cand
+            old = cand.existing
+            if old is not None and old.id != item.sha256:
+                replaced[old.id] = cand.path
+            if item.sha256 in self.claimed:
+                self.report.duplicates += 1
+                continue
+            row = stored.get(item.sha256)
+            if row is None:
+                to_embed.append(item)
+                self.claimed.add(item.sha256)
+                continue
+            same_path = row["path"] == cand.path
+            if not same_path and self._stored_is_current(row):
+                self.report.duplicates += 1
+                continue
+            # Same bytes already embedded: keep the vector, refresh path and stat.
+            self.claimed.add(item.sha256)
+            meta = self.metadata if self.metadata is not None else dict(row.get("metadata") or {})
+            writes.append(
+                StoredRow(
+                    id=item.sha256,
+                    path=cand.path,
+                    size=cand.size,
+                    mtime=cand.mtime,
+                    metadata=meta,
+                    vector=np.asarray(row["vector"], dtype=np.float32),
+                )
+            )
+            if same_path:
+                self.report.unchanged += 1
+            else:
+                self.report.indexed += 1
+        kept, vecs = self.embed(to_embed)
+        for item, vec in zip(kept, vecs, strict=True):
+            cand = item.cand
+            if self.metadata is not None:
+                meta = self.metadata
+            elif cand.existing is not None:
+                meta = dict(cand.existing.metadata)
+            else:
+                meta = {}
+            writes.append(
+                StoredRow(
+                    id=item.sha256,
+                    path=cand.path,
+                    size=cand.size,
+                    mtime=cand.mtime,
+                    metadata=meta,
+                    vector=vec,
+                )
+            )
+            self.report.indexed += 1
+        self.store.upsert(self.collection, writes, model_id=self.embedder.model_id)
+        written = {w.id for w in writes}
+        # A file whose new content could not be embedded keeps its old record until a
+        # later run succeeds.
+        unembedded = {it.cand.path for it in to_embed} - {it.cand.path for it in kept}
+        stale = [i for i, p in replaced.items() if i not in written and p not in unembedded]
+        if stale:
+            self.store.delete(self.collection, stale)
+
+
+def index_paths(
+    store: MilvusStore,
+    embedder: ImageTextEmbedder,
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    settings: Settings,
+    collection: str,
+    recursive: bool = True,
+    extensions: Iterable[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    prune: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> IndexReport:
+    """Index image files, folders and globs into ``collection``; see the module doc.
+
+    ``metadata`` (keys and scalar values as filters accept them) is attached to every
+    file of this run, replacing what was stored; without it a changed file keeps its
+    previous metadata. ``prune`` removes records under the given folders, globs or
+    files whose file no longer exists (skipped when the run is cancelled).
+    """
+    meta = check_metadata(metadata) if metadata is not None else None
+    if not paths:
+        raise InvalidQueryError("no paths to index were given")
+    store.ensure_collection(collection, embedder.model_id, embedder.dim)
+    scan = scan_paths(paths, recursive=recursive, extensions=extensions)
+    run = _Run(store, embedder, settings, collection, meta, progress)
+    report = run.report
+    report.failed.extend(scan.failed)
+
+    candidates: list[_Candidate] = []
+    for cand in scan.files:
+        try:
+            quote_string(cand.path)
+        except InvalidQueryError as exc:
+            report.failed.append(FailedFile(path=cand.path, reason=f"unsupported path: {exc}"))
+            continue
+        candidates.append(cand)
+    report.total = len(candidates) + len(report.failed)
+
+    existing = store.find_by_paths(collection, [c.path for c in candidates])
+    to_process: list[_Candidate] = []
+    touch: list[ImageRecord] = []
+    leftovers: list[str] = []
+    for cand in candidates:
+        records = existing.get(cand.path, [])
+        current = [r for r in records if r.size == cand.size and r.mtime == cand.mtime]
+        rec = (current or records or [None])[0]
+        leftovers.extend(r.id for r in records if r is not rec)
+        cand.existing = rec
+        if rec is not None and rec.size == cand.size and rec.mtime == cand.mtime:
+            run.claimed.add(rec.id)
+            report.unchanged += 1
+            if meta is not None and rec.metadata != meta:
+                touch.append(rec)
+        else:
+            to_process.append(cand)
+    if leftovers:
+        store.delete(collection, leftovers)
+    if touch:
+        _update_metadata(store, collection, touch, meta or {}, embedder.model_id)
+    run.done = len(candidates) - len(to_process) + len(scan.failed)
+    run.notify(None)
+
+    batch_size = settings.batch_size
+    batches = [to_process[i : i + batch_size] for i in range(0, len(to_process), batch_size)]
+    pool = ThreadPoolExecutor(
+        max_workers=settings.decode_workers, thread_name_prefix="mmsearch-decode"
+    )
+    try:
+
+        def submit(batch: list[_Candidate]) -> list[Future[_Prepared | FailedFile]]:
+            return [pool.submit(run.prepare, c) for c in batch]
+
+        pending = submit(batches[0]) if batches else None
+        for k, batch in enumerate(batches):
+            if cancel is not None and cancel.is_set():
+                report.cancelled = True
+                break
+            assert pending is not None
+            current = pending
+            pending = submit(batches[k + 1]) if k + 1 < len(batches) else None
+            results = [f.result() for f in current]
+            run.handle_batch(results)
+            run.done += len(batch)
+            run.notify(batch[-1].path)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if store.flush_policy == "end":
+        store.flush(collection)
+
+    if prune and not report.cancelled:
+        report.removed = _prune(store, collection, scan.roots)
+    log.info(
+        "indexed %d, unchanged %d, duplicates %d, failed %d, removed %d (collection %r)",
+        report.indexed,
+        report.unchanged,
+        report.duplicates,
+        len(report.failed),
+        report.removed,
+        collection,
+    )
+    return report
+
+
+def _update_metadata(
+    store: MilvusStore,
+    collection: str,
+    records: list[ImageRecord],
+    metadata: dict[str, Any],
+    model_id: str,
+) -> None:
+    rows = store.get_rows(collection, [r.id for r in records], with_vectors=True)
+    writes = [
+        StoredRow(
+            id=r.id,
+            path=r.path,
+            size=r.size,
+            mtime=r.mtime,
+            metadata=metadata,
+            vector=np.asarray(rows[r.id]["vector"], dtype=np.float32),
+        )
+        for r in records
+        if r.id in rows
+    ]
+    store.upsert(collection, writes, model_id=model_id)
+
+
+def _prune(store: MilvusStore, collection: str, roots: list[_Root]) -> int:
+    gone: list[str] = []
+    for root in roots:
+        try:
+            expr = root.prefix_expr()
+        except InvalidQueryError as exc:
+            log.warning("cannot prune under %s: %s", root.path, exc)
+            continue
+        for rec in store.iter_records(collection, expr):
+            if root.covers(rec.path) and not os.path.lexists(rec.path):
+                gone.append(rec.id)
+    return store.delete(collection, gone) if gone else 0

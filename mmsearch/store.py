@@ -1,0 +1,526 @@
+"""The vector store: one Milvus collection per index, over ``pymilvus.MilvusClient``.
+
+A collection holds one row per distinct image content: the primary key is the SHA-256
+of the file's bytes, so the same bytes are never stored twice. Each collection records
+the embedding model and dimension that filled it, and every read or write that carries
+vectors checks them, so vectors from different models are never mixed or compared.
+
+Vectors arrive L2-normalised, so inner product equals cosine similarity; IP is used
+because it is the cheaper metric on Milvus Lite.
+
+Milvus Lite allows one process per database file; a reopened collection must be loaded
+before it can be searched, which :meth:`MilvusStore._ready` takes care of.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsearch.config import Settings
+from mmsearch.errors import (
+    CollectionNotFoundError,
+    ConfigurationError,
+    InvalidQueryError,
+    ModelMismatchError,
+    StoreError,
+)
+from mmsearch.filters import quote_string
+from mmsearch.types import ImageRecord, SearchHit
+
+log = logging.getLogger(__name__)
+
+INSERT_BATCH = 1000
+"""Rows per insert/upsert request (Milvus limits the size of one request)."""
+QUERY_BATCH = 1000
+MAX_PATH_CHARS = 4096
+COLLECTION_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+PROP_MODEL = "mmsearch.model_id"
+PROP_DIM = "mmsearch.dim"
+PROP_SCHEMA = "mmsearch.schema"
+SCHEMA_VERSION = "1"
+
+RECORD_FIELDS = ["id", "path", "size", "mtime", "metadata"]
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How new collections are indexed and how indexing flushes: the knobs that decide
+    Milvus speed, kept together so they are easy to tune."""
+
+    index_type: str = "FLAT"
+    index_params: dict[str, Any] | None = None
+    search_params: dict[str, Any] | None = None
+    flush: str = "auto"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IndexConfig:
+        return cls(
+            index_type=settings.milvus_index_type,
+            index_params=dict(settings.milvus_index_params),
+            search_params=dict(settings.milvus_search_params),
+            flush=settings.milvus_flush,
+        )
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model_id: str
+    dim: int
+
+
+@dataclass
+class StoredRow:
+    """One row to write: the record plus its embedding."""
+
+    id: str
+    path: str
+    size: int
+    mtime: float
+    metadata: dict[str, Any]
+    vector: np.ndarray | Sequence[float]
+
+    def to_entity(self) -> dict[str, Any]:
+        vec = self.vector
+        vec_list = vec.astype(np.float32).tolist() if isinstance(vec, np.ndarray) else list(vec)
+        return {
+            "id": self.id,
+            "path": self.path,
+            "size": int(self.size),
+            "mtime": float(self.mtime),
+            "metadata": self.metadata,
+            "vector": vec_list,
+        }
+
+
+def check_collection_name(name: str) -> str:
+    if not isinstance(name, str) or not COLLECTION_NAME_PATTERN.fullmatch(name):
+        raise InvalidQueryError(
+            f"invalid collection name {name!r}: use letters, digits and underscores, "
+            "starting with a letter or underscore"
+        )
+    return name
+
+
+def _record(row: dict[str, Any]) -> ImageRecord:
+    return ImageRecord(
+        id=row["id"],
+        path=row["path"],
+        size=int(row["size"]),
+        mtime=float(row["mtime"]),
+        metadata=dict(row.get("metadata") or {}),
+    )
+
+
+class MilvusStore:
+    """Collections of image embeddings in Milvus Lite (a local file) or a Milvus server.
+
+    Thread-safe for the operations the library uses: the client is shared, and the
+    per-collection bookkeeping (verified model, loaded state) is guarded by a lock.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        token: str | None = None,
+        config: IndexConfig | None = None,
+    ) -> None:
+        from pymilvus import MilvusClient  # imported late: it is slow to import
+
+        self.uri = uri
+        self.config = config or IndexConfig()
+        self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+        if self.is_lite:
+            path = Path(uri).expanduser()
+            if path.suffix != ".db":
+                raise ConfigurationError(
+                    f"Milvus Lite database path must end in .db, got {uri!r} "
+                    "(or give a server URI such as http://localhost:19530)"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.uri = str(path)
+        self._lock = threading.RLock()
+        self._info: dict[str, CollectionInfo] = {}
+        self._loaded: set[str] = set()
+        self._closed = False
+        self._like_patterns: bool | None = None
+        if self.is_lite:
+            _lite_acquire(self.uri)
+        try:
+            if token:
+                self._client = MilvusClient(uri=self.uri, token=token)
+            else:
+                self._client = MilvusClient(uri=self.uri)
+        except Exception as exc:
+            if self.is_lite:
+                _lite_release(self.uri)
+                raise StoreError(
+                    f"cannot open the Milvus Lite database {self.uri}: {_brief(exc)}. "
+                    "Milvus Lite allows one process per database; is another mmsearch "
+                    "process (CLI, MCP server) using it?"
+                ) from exc
+            raise StoreError(f"cannot open Milvus at {self.uri}: {_brief(exc)}") from exc
+
+    @property
+    def like_patterns(self) -> bool:
+        """Whether ``like`` takes wildcards anywhere (Milvus Lite, servers from 2.4) or
+        only a trailing ``%`` (servers before 2.4)."""
+        if self._like_patterns is None:
+            if self.is_lite:
+                self._like_patterns = True
+            else:
+                version = str(self._call("get version", self._client.get_server_version))
+                m = re.match(r"v?(\d+)\.(\d+)", version)
+                self._like_patterns = not m or (int(m.group(1)), int(m.group(2))) >= (2, 4)
+        return self._like_patterns
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MilvusStore:
+        return cls(
+            settings.milvus_uri,
+            token=settings.milvus_token,
+            config=IndexConfig.from_settings(settings),
+        )
+
+    # -- collections ---------------------------------------------------------------
+
+    def list_collections(self) -> list[str]:
+        with self._lock:
+            return sorted(self._call("list collections", self._client.list_collections))
+
+    def has_collection(self, name: str) -> bool:
+        check_collection_name(name)
+        with self._lock:
+            return bool(self._call("check collection", self._client.has_collection, name))
+
+    def collection_info(self, name: str) -> CollectionInfo:
+        """The model and dimension recorded for ``name``; raises if it does not exist."""
+        check_collection_name(name)
+        with self._lock:
+            if name in self._info:
+                return self._info[name]
+            if not self._call("check collection", self._client.has_collection, name):
+                raise CollectionNotFoundError(f"collection {name!r} does not exist in {self.uri}")
+            desc = self._call("describe collection", self._client.describe_collection, name)
+            props = desc.get("properties") or {}
+            model_id = props.get(PROP_MODEL)
+            dim = props.get(PROP_DIM)
+            if model_id is None or dim is None:
+                raise StoreError(
+                    f"collection {name!r} in {self.uri} was not created by mmsearch "
+                    "(it does not record an embedding model)"
+                )
+            info = CollectionInfo(name=name, model_id=str(model_id), dim=int(dim))
+            self._info[name] = info
+            return info
+
+    def ensure_collection(self, name: str, model_id: str, dim: int) -> CollectionInfo:
+        """Create ``name`` for this model if missing, else check it was filled by it."""
+        check_collection_name(name)
+        with self._lock:
+            if not self._call("check collection", self._client.has_collection, name):
+                self._create(name, model_id, dim)
+            return self.require_model(name, model_id, dim)
+
+    def require_model(self, name: str, model_id: str, dim: int) -> CollectionInfo:
+        info = self.collection_info(name)
+        if info.model_id != model_id or info.dim != dim:
+            raise ModelMismatchError(
+                f"collection {name!r} holds embeddings of model {info.model_id!r} "
+                f"(dim {info.dim}); the current model is {model_id!r} (dim {dim}). "
+                "Use another collection, or re-index into a new one with this model."
+            )
+        return info
+
+    def drop_collection(self, name: str) -> None:
+        check_collection_name(name)
+        with self._lock:
+            self._call("drop collection", self._client.drop_collection, name)
+            self._info.pop(name, None)
+            self._loaded.discard(name)
+
+    def _create(self, name: str, model_id: str, dim: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        if not isinstance(dim, int) or dim <= 0:
+            raise ConfigurationError(f"embedding dimension must be a positive integer, got {dim!r}")
+        schema = MilvusClient.create_schema(
+            auto_id=False,
+            enable_dynamic_field=False,
+            description=f"mmsearch images; model={model_id}; dim={dim}",
+        )
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_CHARS * 4)
+        schema.add_field("size", DataType.INT64)
+        schema.add_field("mtime", DataType.DOUBLE)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        index_params = self._client.prepare_index_params()
+        index_params.add_index(
+            field_name="vector",
+            index_type=self.config.index_type,
+            metric_type="IP",
+            params=dict(self.config.index_params or {}),
+        )
+        self._call(
+            "create collection",
+            self._client.create_collection,
+            name,
+            schema=schema,
+            consistency_level="Strong",
+            properties={PROP_MODEL: model_id, PROP_DIM: str(dim), PROP_SCHEMA: SCHEMA_VERSION},
+        )
+        # sync=False: the index of an empty collection is ready at once, and pymilvus's
+        # wait for it polls with a fixed half-second sleep.
+        self._call("create index", self._client.create_index, name, index_params, sync=False)
+        self._call("load collection", self._client.load_collection, name)
+        log.info("created collection %r (model %s, dim %d) in %s", name, model_id, dim, self.uri)
+        self._loaded.add(name)
+
+    def _ready(self, name: str) -> CollectionInfo:
+        """Existing collection, loaded for search/query (needed after reopening)."""
+        info = self.collection_info(name)
+        with self._lock:
+            if name not in self._loaded:
+                self._call("load collection", self._client.load_collection, name)
+                self._loaded.add(name)
+        return info
+
+    # -- writes --------------------------------------------------------------------
+
+    def upsert(self, name: str, rows: Sequence[StoredRow], *, model_id: str) -> int:
+        """Insert or replace rows (keyed by content hash), in requests of at most
+        :data:`INSERT_BATCH` rows. Returns the number of rows written."""
+        if not rows:
+            return 0
+        info = self._ready(name)
+        if info.model_id != model_id:
+            self.require_model(name, model_id, info.dim)
+        entities = []
+        for row in rows:
+            vec = np.asarray(row.vector, dtype=np.float32)
+            if vec.shape != (info.dim,):
+                raise ModelMismatchError(
+                    f"vector of shape {vec.shape} does not fit collection {name!r} (dim {info.dim})"
+                )
+            if len(row.path) > MAX_PATH_CHARS:
+                raise StoreError(
+                    f"path longer than {MAX_PATH_CHARS} characters: {row.path[:80]}..."
+                )
+            entities.append(row.to_entity())
+        for start in range(0, len(entities), INSERT_BATCH):
+            chunk = entities[start : start + INSERT_BATCH]
+            self._call("upsert", self._client.upsert, name, chunk)
+        if self.flush_policy == "batch":
+            self.flush(name)
+        return len(entities)
+
+    def delete(self, name: str, ids: Sequence[str]) -> int:
+        """Delete rows by id; returns how many of them existed."""
+        ids = [i for i in dict.fromkeys(ids)]
+        if not ids:
+            return 0
+        self._ready(name)
+        existing = self.get(name, ids)
+        if not existing:
+            return 0
+        present = [r.id for r in existing]
+        for start in range(0, len(present), QUERY_BATCH):
+            chunk = present[start : start + QUERY_BATCH]
+            self._call("delete", self._client.delete, name, ids=chunk)
+        return len(present)
+
+    @property
+    def flush_policy(self) -> str:
+        """``end``, ``batch`` or ``never``; ``auto`` is ``end`` for Milvus Lite (a flush
+        costs milliseconds there) and ``never`` for a server (where it seals segments,
+        takes seconds, and durability does not depend on it)."""
+        if self.config.flush == "auto":
+            return "end" if self.is_lite else "never"
+        return self.config.flush
+
+    def flush(self, name: str) -> None:
+        if self.flush_policy == "never":
+            return
+        self._call("flush", self._client.flush, name)
+
+    # -- reads ---------------------------------------------------------------------
+
+    def count(self, name: str) -> int:
+        self._ready(name)
+        res = self._call("count", self._client.query, name, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"]) if res else 0
+
+    def get(
+        self, name: str, ids: Sequence[str], *, with_vectors: bool = False
+    ) -> list[ImageRecord]:
+        """Records for the ids that exist, in the order asked (missing ids are skipped)."""
+        rows = self.get_rows(name, ids, with_vectors=with_vectors)
+        return [_record(rows[i]) for i in dict.fromkeys(ids) if i in rows]
+
+    def get_rows(
+        self, name: str, ids: Sequence[str], *, with_vectors: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        self._ready(name)
+        wanted = [i for i in dict.fromkeys(ids) if isinstance(i, str)]
+        fields = RECORD_FIELDS + (["vector"] if with_vectors else [])
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), QUERY_BATCH):
+            chunk = wanted[start : start + QUERY_BATCH]
+            expr = "id in [" + ", ".join(quote_string(i) for i in chunk) + "]"
+            for row in self._call(
+                "get", self._client.query, name, filter=expr, output_fields=fields
+            ):
+                found[row["id"]] = dict(row)
+        return found
+
+    def find_by_paths(self, name: str, paths: Sequence[str]) -> dict[str, list[ImageRecord]]:
+        """Stored records whose path is one of ``paths`` (paths must be quotable).
+
+        Normally one per path; a run interrupted between writing a file's new record and
+        deleting its old one can leave two, which the next run resolves."""
+        self._ready(name)
+        found: dict[str, list[ImageRecord]] = {}
+        unique = list(dict.fromkeys(paths))
+        for start in range(0, len(unique), QUERY_BATCH):
+            chunk = unique[start : start + QUERY_BATCH]
+            expr = "path in [" + ", ".join(quote_string(p) for p in chunk) + "]"
+            for row in self._call(
+                "query", self._client.query, name, filter=expr, output_fields=RECORD_FIELDS
+            ):
+                found.setdefault(row["path"], []).append(_record(row))
+        return found
+
+    def iter_records(self, name: str, expr: str = "") -> Iterator[ImageRecord]:
+        """Every record matching ``expr`` (a trusted expression built by this package)."""
+        self._ready(name)
+        it = self._call(
+            "query",
+            self._client.query_iterator,
+            name,
+            batch_size=QUERY_BATCH,
+            filter=expr,
+            output_fields=RECORD_FIELDS,
+        )
+        try:
+            while True:
+                batch = self._call("query", it.next)
+                if not batch:
+                    break
+                for row in batch:
+                    yield _record(row)
+        finally:
+            it.close()
+
+    def search(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        *,
+        model_id: str,
+        top_k: int,
+        expr: str = "",
+    ) -> list[list[SearchHit]]:
+        """Nearest stored images for each query vector; scores are cosine similarities."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors[None, :]
+        self._ready(name)
+        self.require_model(name, model_id, int(vectors.shape[1]))
+        search_params: dict[str, Any] = {"metric_type": "IP"}
+        if self.config.search_params:
+            search_params["params"] = dict(self.config.search_params)
+        res = self._call(
+            "search",
+            self._client.search,
+            name,
+            data=[v.tolist() for v in vectors],
+            anns_field="vector",
+            limit=int(top_k),
+            filter=expr,
+            output_fields=["path", "metadata"],
+            search_params=search_params,
+        )
+        out: list[list[SearchHit]] = []
+        for hits in res:
+            out.append(
+                [
+                    SearchHit(
+                        id=str(h["id"]),
+                        path=h["entity"]["path"],
+                        score=float(h["distance"]),
+                        metadata=dict(h["entity"].get("metadata") or {}),
+                    )
+                    for h in hits
+                ]
+            )
+        return out
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; for Milvus Lite, also release the database (its lock)
+        once no other store of this process uses it. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._client.close()
+            except Exception as exc:  # closing is best effort
+                log.debug("closing Milvus client failed: %s", exc)
+            if self.is_lite:
+                _lite_release(self.uri)
+            self._info.clear()
+            self._loaded.clear()
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return fn(*args, **kwargs)
+        except MilvusException as exc:
+            raise StoreError(f"Milvus {what} failed: {_brief(exc)}") from exc
+
+
+_lite_lock = threading.Lock()
+_lite_users: dict[str, int] = {}
+
+
+def _lite_acquire(path: str) -> None:
+    with _lite_lock:
+        key = os.path.abspath(path)
+        _lite_users[key] = _lite_users.get(key, 0) + 1
+
+
+def _lite_release(path: str) -> None:
+    """pymilvus keeps a Milvus Lite database open for the whole process (and with it the
+    file lock that keeps other processes out); stop it when its last user closes."""
+    with _lite_lock:
+        key = os.path.abspath(path)
+        left = _lite_users.get(key, 0) - 1
+        if left > 0:
+            _lite_users[key] = left
+            return
+        _lite_users.pop(key, None)
+        try:
+            from milvus_lite.server_manager import server_manager_instance
+        except ImportError:
+            return
+        server_manager_instance.release_server(key)
+
+
+def _brief(exc: BaseException) -> str:
+    msg = getattr(exc, "message", None) or str(exc)
+    return " ".join(str(msg).split())[:500]
