@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmsearch.config import Settings
@@ -106,8 +107,10 @@ class ImageSearch:
         prune: bool = False,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        roots: Sequence[Path] | None = None,
     ) -> IndexReport:
-        """Index files, folders and globs; see :func:`mmsearch.indexing.index_paths`."""
+        """Index files, folders and globs; see :func:`mmsearch.indexing.index_paths`.
+        ``roots`` (resolved folders) confines what may be read through links."""
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         name = self._collection(collection)
@@ -123,6 +126,7 @@ class ImageSearch:
             prune=prune,
             progress=progress,
             cancel=cancel,
+            roots=roots,
         )
 
     def search(

@@ -58,6 +58,7 @@ class RecordingSearch:
         prune: bool = False,
         progress: Callable[[IndexProgress], None] | None = None,
         cancel: threading.Event | None = None,
+        roots: Any = None,
     ) -> IndexReport:
         self.calls.append(("index", {"paths": paths, "recursive": recursive, "metadata": metadata}))
         files = sorted(
