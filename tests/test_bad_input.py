@@ -142,9 +142,7 @@ def test_links_inside_a_folder_cannot_lead_out_of_the_allowed_roots(
     assert_same(stored, snapshot(engine.store, engine.settings.collection))
 
 
-def test_awkward_but_valid_images_index_correctly(
-    engine: ImageSearch, tmp_path: Path
-) -> None:
+def test_awkward_but_valid_images_index_correctly(engine: ImageSearch, tmp_path: Path) -> None:
     files = write_odd_images(tmp_path / "odd")
     report = engine.index([tmp_path / "odd"])
     assert report.failed == [] and report.indexed == len(files)
