@@ -57,6 +57,9 @@ inside the allowed roots."""
 MAX_TOP_K = 100
 """The most hits one search returns to a client; the library also applies ``max_top_k``."""
 MAX_RERANK_CANDIDATES = 100
+MAX_PATHS_PER_CALL = 1000
+"""Paths one index or remove call takes (a folder counts as one)."""
+MAX_IDS_PER_CALL = 10_000
 """Schema bound; the reranker applies the lower ``max_rerank_candidates``."""
 
 
@@ -266,7 +269,12 @@ def create_server(
     @_tool(server, "Index images", read_only=False)
     async def index_images(
         paths: Annotated[
-            list[str], Field(min_length=1, description="Image files or folders to index.")
+            list[str],
+            Field(
+                min_length=1,
+                max_length=MAX_PATHS_PER_CALL,
+                description="Image files or folders to index.",
+            ),
         ],
         ctx: Context,
         roots: ClientRoots = None,
@@ -432,10 +440,13 @@ def create_server(
     @_tool(server, "Remove images from the index", read_only=False, destructive=True)
     async def remove_images(
         roots: ClientRoots = None,
-        ids: Annotated[list[str] | None, Field(description="Image ids to forget.")] = None,
+        ids: Annotated[
+            list[str] | None,
+            Field(max_length=MAX_IDS_PER_CALL, description="Image ids to forget."),
+        ] = None,
         paths: Annotated[
             list[str] | None,
-            Field(description="Exact file paths to forget."),
+            Field(max_length=MAX_PATHS_PER_CALL, description="Exact file paths to forget."),
         ] = None,
         collection: Annotated[str | None, Field(description="Collection to edit.")] = None,
     ) -> Annotated[CallToolResult, RemoveResult]:
