@@ -42,6 +42,8 @@ def index_summary(report: IndexReport) -> str:
     if report.removed:
         parts.append(f"{report.removed} removed")
     parts.append(f"{len(report.failed)} failed")
+    if report.captioned or report.caption_failed:
+        parts.append(f"{report.captioned} captioned")
     text = f"{', '.join(parts)} of {report.total} files"
     if report.cancelled:
         text += " (cancelled before the end)"
@@ -49,6 +51,9 @@ def index_summary(report: IndexReport) -> str:
         text += f"\n  failed: {failure.path}: {failure.reason}"
     if len(report.failed) > 10:
         text += f"\n  ... and {len(report.failed) - 10} more failures"
+    if report.caption_failed:
+        text += f"\n  {len(report.caption_failed)} without a caption, e.g. "
+        text += f"{report.caption_failed[0].path}: {report.caption_failed[0].reason}"
     return text
 
 
@@ -58,8 +63,11 @@ def search_summary(hits: list[SearchHit]) -> str:
     lines = [f"{len(hits)} image{'s' if len(hits) != 1 else ''}, best first:"]
     lines += [
         f"{i}. {hit.path} (score {hit.score:.3f}, id {hit.id[:12]})"
+        + (f": {hit.caption}" if hit.caption else "")
         for i, hit in enumerate(hits, 1)
     ]
+    if hits[0].score_kind == "rrf":
+        lines.append("Scores are rank-fusion scores of the image and caption rankings.")
     return "\n".join(lines)
 
 

@@ -284,6 +284,16 @@ def create_server(
             Field(description="JSON object stored with every image indexed by this call."),
         ] = None,
         collection: Annotated[str | None, Field(description="Collection to fill.")] = None,
+        captions: Annotated[
+            bool | None,
+            Field(
+                description=(
+                    "Caption each image with the vision-language model, which makes text "
+                    "searches better but indexing much slower (default: the server's "
+                    "MMSEARCH_CAPTIONS setting)."
+                )
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, IndexReport]:
         """Add image files and folders to the search index. Files already indexed and
         unchanged are skipped; progress is reported while it works; cancellable."""
@@ -301,6 +311,7 @@ def create_server(
                     collection=collection,
                     progress=progress,
                     cancel=cancel,
+                    captions=captions,
                     roots=allowed,
                 )
 

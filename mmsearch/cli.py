@@ -106,9 +106,9 @@ class _Group(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "eval":
-            from mmsearch.evaluation.cli import make_eval_command
+            from mmsearch.evaluation.cli import default_reranker, make_eval_command
 
-            return make_eval_command(build_embedder=_eval_embedder)
+            return make_eval_command(build_embedder=_eval_embedder, build_reranker=default_reranker)
         if cmd_name == "rerank":
             from mmsearch.rerank.cli import make_rerank_command
 
@@ -156,6 +156,12 @@ def cli(ctx: click.Context, uri: str | None, collection: str | None, verbose: in
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata for every file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+@click.option(
+    "--captions/--no-captions",
+    default=None,
+    help="Caption images with the vision-language model, for better text queries "
+    "(default: MMSEARCH_CAPTIONS, off).",
+)
 @click.pass_context
 def index(
     ctx: click.Context,
@@ -166,6 +172,7 @@ def index(
     meta: tuple[str, ...],
     as_json: bool,
     progress: bool | None,
+    captions: bool | None,
 ) -> None:
     """Index image files, folders and globs (unchanged files are skipped)."""
     metadata = parse_key_values(meta, "--meta") if meta else None
@@ -180,6 +187,7 @@ def index(
                 prune=prune,
                 progress=bar,
                 cancel=cancel,
+                captions=captions,
             )
         finally:
             bar.close()
@@ -188,10 +196,13 @@ def index(
     else:
         for failed in report.failed:
             click.echo(f"failed: {failed.path}: {failed.reason}", err=True)
+        for failed in report.caption_failed:
+            click.echo(f"no caption: {failed.path}: {failed.reason}", err=True)
+        captioned = f", captioned {report.captioned}" if report.captioned else ""
         click.echo(
             f"indexed {report.indexed}, unchanged {report.unchanged}, "
             f"duplicates {report.duplicates}, failed {len(report.failed)}, "
-            f"removed {report.removed} (of {report.total} files)"
+            f"removed {report.removed}{captioned} (of {report.total} files)"
             + (", cancelled" if report.cancelled else "")
         )
     if report.cancelled:
@@ -289,7 +300,8 @@ def search(
         _emit_json([h.model_dump() for h in hits])
     else:
         for hit in hits:
-            click.echo(f"{hit.score:.4f}  {hit.path}")
+            caption = f"  ({hit.caption})" if hit.caption else ""
+            click.echo(f"{hit.score:.4f}  {hit.path}{caption}")
 
 
 @cli.command()

@@ -131,6 +131,28 @@ class Settings(BaseSettings):
     """``sheet``: one contact sheet with numbered thumbnails (works with every VLM);
     ``images``: each candidate as its own image (models that take several images)."""
 
+    captions: bool = False
+    """Caption every image while indexing (``index(captions=...)`` and ``mmsearch index
+    --captions`` override it). Captions make text queries better; they cost one
+    vision-language model call per image."""
+
+    caption_model: str = ""
+    """Vision-language model that writes the captions; empty: ``rerank_model`` (loaded once
+    and shared with the reranker when they are the same)."""
+
+    caption_max_new_tokens: int = Field(default=40, ge=1, le=512)
+    """Upper bound on the length of one caption, in tokens."""
+
+    caption_batch_size: int = Field(default=4, ge=1, le=256)
+    """Images captioned per model call, where the model takes batches."""
+
+    rrf_k: int = Field(default=60, ge=1, le=100_000)
+    """Constant ``k`` of reciprocal rank fusion: a hit at rank ``r`` of a ranking adds
+    ``1 / (k + r)`` to its fused score. Larger ``k`` flattens the advantage of the top ranks."""
+
+    rrf_depth: int = Field(default=100, ge=1, le=16_384)
+    """Hits each ranking contributes to the fusion of a text query (at least ``top_k``)."""
+
     @field_validator("allowed_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:

@@ -45,5 +45,9 @@ class RerankError(MMSearchError):
     """The reranker failed or is not configured."""
 
 
+class CaptionError(MMSearchError):
+    """Captions were asked for where they cannot be made or stored."""
+
+
 class DatasetError(MMSearchError):
     """A benchmark directory lacks a file or holds annotations that do not parse."""

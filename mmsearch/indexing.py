@@ -9,7 +9,11 @@ The work per run:
    ahead of the model, and embed each batch;
 4. write the batch (new content is embedded; content already stored is reused), then
    drop the records the batch replaced;
-5. optionally prune records under the given roots whose files are gone.
+5. with captions asked for: caption the batch's images that have no caption yet (a
+   vision-language model), embed the captions with the embedder's text tower, and store
+   both with the image; afterwards, caption the unchanged files that still lack one
+   (their image embedding is kept, not recomputed);
+6. optionally prune records under the given roots whose files are gone.
 
 Between batches the store is consistent, which is where cancellation takes effect.
 """
@@ -33,15 +37,17 @@ import numpy as np
 
 from mmsearch.access import is_inside
 from mmsearch.config import Settings
-from mmsearch.errors import ImageDecodeError, InvalidQueryError, MMSearchError
+from mmsearch.errors import CaptionError, ImageDecodeError, InvalidQueryError, MMSearchError
 from mmsearch.filters import SearchFilter, check_metadata, quote_string, to_milvus_expr
 from mmsearch.images import load_image_file
-from mmsearch.store import MilvusStore, StoredRow
+from mmsearch.store import CollectionInfo, MilvusStore, StoredRow
 from mmsearch.types import FailedFile, ImageRecord, IndexProgress, IndexReport
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
+    from mmsearch.captioning import Captioner
     from mmsearch.embedding import ImageTextEmbedder
 
 log = logging.getLogger(__name__)
@@ -159,7 +165,9 @@ class _Candidate:
 class _Prepared:
     cand: _Candidate
     sha256: str
-    pixels: torch.Tensor
+    pixels: torch.Tensor | None
+    image: Image.Image | None = None
+    """A small copy for the caption model (only when captions are asked for)."""
 
 
 @dataclass
@@ -280,8 +288,10 @@ class _Run:
         collection: str,
         metadata: dict[str, Any] | None,
         progress: ProgressCallback | None,
+        captioner: Captioner | None = None,
     ) -> None:
         self.store = store
+        self.captioner = captioner
         self.embedder = embedder
         self.settings = settings
         self.collection = collection
@@ -304,12 +314,76 @@ class _Run:
                 max_pixels=self.settings.max_image_pixels,
             )
             pixels = self.embedder.preprocess(loaded.image)
+            small = self._caption_image(loaded.image)
         except ImageDecodeError as exc:
             return FailedFile(path=cand.path, reason=_reason(exc, cand.path))
         except Exception as exc:  # one bad file must not stop the run
             log.debug("preprocessing %s failed", cand.path, exc_info=True)
             return FailedFile(path=cand.path, reason=f"cannot preprocess image: {exc}")
-        return _Prepared(cand=cand, sha256=loaded.sha256, pixels=pixels)
+        return _Prepared(cand=cand, sha256=loaded.sha256, pixels=pixels, image=small)
+
+    def _caption_image(self, image: Image.Image) -> Image.Image | None:
+        if self.captioner is None:
+            return None
+        from mmsearch.captioning import caption_image
+
+        return caption_image(image)
+
+    def prepare_caption(self, cand: _Candidate) -> _Prepared | FailedFile:
+        """Worker thread: an unchanged file read again for its caption only."""
+        try:
+            loaded = load_image_file(
+                cand.path,
+                max_bytes=self.settings.max_image_bytes,
+                max_pixels=self.settings.max_image_pixels,
+            )
+            small = self._caption_image(loaded.image)
+        except ImageDecodeError as exc:
+            return FailedFile(path=cand.path, reason=_reason(exc, cand.path))
+        except Exception as exc:
+            return FailedFile(path=cand.path, reason=f"cannot read image: {exc}")
+        return _Prepared(cand=cand, sha256=loaded.sha256, pixels=None, image=small)
+
+    def add_captions(self, rows: list[StoredRow], images: list[Image.Image]) -> None:
+        """Caption ``images`` and put each caption and its text embedding on its row; a
+        row the model gives no caption keeps none (and is listed in ``caption_failed``)."""
+        if not rows or self.captioner is None:
+            return
+        try:
+            texts = list(self.captioner.caption(images))
+        except MMSearchError:
+            raise
+        except Exception as exc:
+            log.warning("captioning failed: %s", exc, exc_info=True)
+            texts = [None] * len(rows)
+            reason = f"captioning failed: {type(exc).__name__}: {exc}"
+        else:
+            reason = "the caption model gave no caption"
+        if len(texts) != len(rows):
+            raise CaptionError(
+                f"the captioner returned {len(texts)} captions for {len(rows)} images"
+            )
+        from mmsearch.captioning import clean_caption
+
+        done: list[tuple[StoredRow, str]] = []
+        for row, text in zip(rows, texts, strict=True):
+            text = clean_caption(text) if isinstance(text, str) else ""
+            if text:
+                done.append((row, text))
+            else:
+                self.report.caption_failed.append(FailedFile(path=row.path, reason=reason))
+        if not done:
+            return
+        vecs = np.asarray(
+            self.embedder.encode(texts=[t for _, t in done], batch_size=len(done)),
+            dtype=np.float32,
+        )
+        if vecs.shape != (len(done), self.embedder.dim):
+            raise MMSearchError(f"embedder returned shape {vecs.shape} for {len(done)} captions")
+        for (row, text), vec in zip(done, vecs, strict=True):
+            row.caption = text
+            row.caption_vector = vec
+        self.report.captioned += len(done)
 
     def _stored_is_current(self, row: Mapping[str, Any]) -> bool:
         """Is the file a stored record points to still there with the same stat?"""
@@ -369,6 +443,7 @@ class _Run:
             self.collection, [p.sha256 for p in prepared], with_vectors=True
         )
         writes: list[StoredRow] = []
+        images: dict[str, Image.Image | None] = {}
         to_embed: list[_Prepared] = []
         replaced: dict[str, str] = {}  # old id -> path whose content changed
         for item in prepared:
@@ -399,8 +474,10 @@ class _Run:
                     mtime=cand.mtime,
                     metadata=meta,
                     vector=np.asarray(row["vector"], dtype=np.float32),
+                    **_stored_caption(row),
                 )
             )
+            images[item.sha256] = item.image
             if same_path:
                 self.report.unchanged += 1
             else:
@@ -424,7 +501,10 @@ class _Run:
                     vector=vec,
                 )
             )
+            images[item.sha256] = item.image
             self.report.indexed += 1
+        uncaptioned = [w for w in writes if not w.caption and images.get(w.id) is not None]
+        self.add_captions(uncaptioned, [images[w.id] for w in uncaptioned])  # type: ignore[misc]
         self.store.upsert(self.collection, writes, model_id=self.embedder.model_id)
         written = {w.id for w in writes}
         # A file whose new content could not be embedded keeps its old record until a
@@ -433,6 +513,25 @@ class _Run:
         stale = [i for i, p in replaced.items() if i not in written and p not in unembedded]
         if stale:
             self.store.delete(self.collection, stale)
+
+
+def _stored_caption(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The caption fields of a stored row, to carry over when the row is rewritten."""
+    caption = row.get("caption") or ""
+    vector = row.get("caption_vector")
+    if not caption or vector is None:
+        return {}
+    return {"caption": caption, "caption_vector": np.asarray(vector, dtype=np.float32)}
+
+
+def require_caption_field(info: CollectionInfo) -> None:
+    """Captions can only go where the collection has a field for them."""
+    if not info.caption:
+        raise CaptionError(
+            f"collection {info.name!r} was created before mmsearch stored captions, so it "
+            "has no field for them; it still answers every query without captions. Index "
+            "into a new collection (--collection) to use captions."
+        )
 
 
 def index_paths(
@@ -448,19 +547,29 @@ def index_paths(
     prune: bool = False,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    captioner: Captioner | None = None,
     roots: Sequence[Path] | None = None,
 ) -> IndexReport:
     """Index image files, folders and globs into ``collection``; see the module doc.
 
+    With a ``captioner``, every image indexed or found unchanged without a caption gets
+    one (stored in ``caption``, its text embedding in ``caption_vector``); an image that
+    already has a caption keeps it. Raises :class:`CaptionError` before any work when
+    the collection predates captions.
+
     ``metadata`` (keys and scalar values as filters accept them) is attached to every
     file of this run, replacing what was stored; without it a changed file keeps its
     previous metadata. ``prune`` removes records under the given folders, globs or
-    files whose file no longer exists (skipped when the run is cancelled).
+    files whose file no longer exists (skipped when the run is cancelled). ``roots``
+    confines what folder walks and globs may read (see :func:`scan_paths`); past
+    ``settings.index_timeout_s`` the run stops between batches (``timed_out``).
     """
     meta = check_metadata(metadata) if metadata is not None else None
     if not paths:
         raise InvalidQueryError("no paths to index were given")
-    store.ensure_collection(collection, embedder.model_id, embedder.dim)
+    info = store.ensure_collection(collection, embedder.model_id, embedder.dim)
+    if captioner is not None:
+        require_caption_field(info)
     scan = scan_paths(
         paths,
         recursive=recursive,
@@ -468,7 +577,7 @@ def index_paths(
         roots=roots,
         max_files=settings.max_index_files,
     )
-    run = _Run(store, embedder, settings, collection, meta, progress)
+    run = _Run(store, embedder, settings, collection, meta, progress, captioner)
     report = run.report
     report.failed.extend(scan.failed)
 
@@ -484,6 +593,7 @@ def index_paths(
 
     existing = store.find_by_paths(collection, [c.path for c in candidates])
     to_process: list[_Candidate] = []
+    to_caption: list[_Candidate] = []
     touch: list[ImageRecord] = []
     leftovers: list[str] = []
     for cand in candidates:
@@ -497,13 +607,15 @@ def index_paths(
             report.unchanged += 1
             if meta is not None and rec.metadata != meta:
                 touch.append(rec)
+            if captioner is not None and not rec.caption:
+                to_caption.append(cand)
         else:
             to_process.append(cand)
     if leftovers:
         store.delete(collection, leftovers)
     if touch:
         _update_metadata(store, collection, touch, meta or {}, embedder.model_id)
-    run.done = len(candidates) - len(to_process) + len(scan.failed)
+    run.done = len(candidates) - len(to_process) - len(to_caption) + len(scan.failed)
     run.notify(None)
 
     batch_size = settings.batch_size
@@ -534,6 +646,17 @@ def index_paths(
             run.handle_batch(results)
             run.done += len(batch)
             run.notify(batch[-1].path)
+        caption_batches = [
+            to_caption[i : i + batch_size] for i in range(0, len(to_caption), batch_size)
+        ]
+        for batch in caption_batches if not report.cancelled else []:
+            if cancel is not None and cancel.is_set():
+                report.cancelled = True
+                break
+            results = list(pool.map(run.prepare_caption, batch))
+            _caption_unchanged(run, results)
+            run.done += len(batch)
+            run.notify(batch[-1].path)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     if store.flush_policy == "end":
@@ -553,6 +676,43 @@ def index_paths(
     return report
 
 
+def _caption_unchanged(run: _Run, results: list[_Prepared | FailedFile]) -> None:
+    """Caption files found unchanged, keeping their stored image embedding."""
+    items: list[_Prepared] = []
+    for res in results:
+        if isinstance(res, FailedFile):
+            run.report.caption_failed.append(res)
+        elif res.cand.existing is None or res.sha256 != res.cand.existing.id:
+            # Same size and mtime, other bytes: the next run (with a new mtime) re-embeds it.
+            run.report.caption_failed.append(
+                FailedFile(path=res.cand.path, reason="the file changed while indexing")
+            )
+        else:
+            items.append(res)
+    rows = run.store.get_rows(run.collection, [it.sha256 for it in items], with_vectors=True)
+    writes: list[StoredRow] = []
+    images: list[Image.Image] = []
+    for item in items:
+        row = rows.get(item.sha256)
+        if row is None or item.image is None:
+            continue
+        writes.append(
+            StoredRow(
+                id=item.sha256,
+                path=row["path"],
+                size=int(row["size"]),
+                mtime=float(row["mtime"]),
+                metadata=dict(row.get("metadata") or {}),
+                vector=np.asarray(row["vector"], dtype=np.float32),
+            )
+        )
+        images.append(item.image)
+    run.add_captions(writes, images)
+    captioned = [w for w in writes if w.caption]
+    if captioned:
+        run.store.upsert(run.collection, captioned, model_id=run.embedder.model_id)
+
+
 def _update_metadata(
     store: MilvusStore,
     collection: str,
@@ -569,6 +729,7 @@ def _update_metadata(
             mtime=r.mtime,
             metadata=metadata,
             vector=np.asarray(rows[r.id]["vector"], dtype=np.float32),
+            **_stored_caption(rows[r.id]),
         )
         for r in records
         if r.id in rows

@@ -16,17 +16,26 @@ from typing import TYPE_CHECKING, Any
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError, ModelLoadError
 from mmsearch.filters import SearchFilter, quote_string
-from mmsearch.indexing import ProgressCallback, index_paths
+from mmsearch.indexing import ProgressCallback, index_paths, require_caption_field
 from mmsearch.search import ImageQuery, build_query, run_search
 from mmsearch.store import MilvusStore, check_collection_name
 from mmsearch.types import CollectionStats, ImageRecord, IndexReport, SearchHit
 
 if TYPE_CHECKING:
+    from mmsearch.captioning import Captioner
     from mmsearch.embedding import ImageTextEmbedder
 
 log = logging.getLogger(__name__)
 
 EmbedderFactory = Callable[[Settings], "ImageTextEmbedder"]
+CaptionerFactory = Callable[[Settings], "Captioner"]
+
+
+def default_captioner_factory(settings: Settings) -> Captioner:
+    """The vision-language model of ``settings.caption_model`` (default: the reranker's)."""
+    from mmsearch.captioning import load_captioner
+
+    return load_captioner(settings)
 
 
 def default_embedder_factory(settings: Settings) -> ImageTextEmbedder:
@@ -56,10 +65,13 @@ class ImageSearch:
         settings: Settings | None = None,
         *,
         embedder_factory: EmbedderFactory | None = None,
+        captioner_factory: CaptionerFactory | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings()
         self._embedder_factory = embedder_factory or default_embedder_factory
         self._embedder: ImageTextEmbedder | None = None
+        self._captioner_factory = captioner_factory or default_captioner_factory
+        self._captioner: Captioner | None = None
         self._store: MilvusStore | None = None
         self._embedder_lock = threading.Lock()
         self._store_lock = threading.Lock()
@@ -91,6 +103,14 @@ class ImageSearch:
                 self._embedder = embedder
             return self._embedder
 
+    @property
+    def captioner(self) -> Captioner:
+        """The caption model, loaded on the first index run that asks for captions."""
+        with self._embedder_lock:
+            if self._captioner is None:
+                self._captioner = self._captioner_factory(self.settings)
+            return self._captioner
+
     def _collection(self, collection: str | None) -> str:
         return check_collection_name(collection or self.settings.collection)
 
@@ -107,16 +127,28 @@ class ImageSearch:
         prune: bool = False,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        captions: bool | None = None,
         roots: Sequence[Path] | None = None,
     ) -> IndexReport:
         """Index files, folders and globs; see :func:`mmsearch.indexing.index_paths`.
-        ``roots`` (resolved folders) confines what may be read through links."""
+
+        ``captions`` (default ``settings.captions``): caption every image that has no
+        caption yet, unchanged ones included (without re-embedding them). ``roots``
+        (resolved folders) confines what may be read through links."""
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         name = self._collection(collection)
+        if captions is None:
+            captions = self.settings.captions
+        store, embedder = self.store, self.embedder
+        captioner = None
+        if captions:
+            info = store.ensure_collection(name, embedder.model_id, embedder.dim)
+            require_caption_field(info)  # before the caption model is loaded
+            captioner = self.captioner
         return index_paths(
-            self.store,
-            self.embedder,
+            store,
+            embedder,
             list(paths),
             settings=self.settings,
             collection=name,
@@ -126,6 +158,7 @@ class ImageSearch:
             prune=prune,
             progress=progress,
             cancel=cancel,
+            captioner=captioner,
             roots=roots,
         )
 
@@ -139,13 +172,22 @@ class ImageSearch:
         collection: str | None = None,
     ) -> list[SearchHit]:
         """The ``top_k`` stored images closest to the text, the image, or both fused;
-        best first, scores are cosine similarities."""
+        best first. Scores are cosine similarities, except for text queries over captioned
+        images, whose hits are ranked by reciprocal rank fusion of the image and caption
+        rankings (``score_kind="rrf"``; the cosine stays in ``cosine``)."""
         name = self._collection(collection)
         query = build_query(
             text=text, image=image, top_k=top_k, filter=filter, settings=self.settings
         )
         self.store.collection_info(name)  # unknown collection: fail before loading a model
-        return run_search(self.store, self.embedder, name, query)
+        return run_search(
+            self.store,
+            self.embedder,
+            name,
+            query,
+            rrf_k=self.settings.rrf_k,
+            rrf_depth=self.settings.rrf_depth,
+        )
 
     def get(self, ids: Sequence[str], collection: str | None = None) -> list[ImageRecord]:
         """Stored records for these ids (unknown ids are left out), in the order given."""
@@ -204,6 +246,7 @@ class ImageSearch:
                 self._store = None
         with self._embedder_lock:
             self._embedder = None
+            self._captioner = None
 
     def __enter__(self) -> ImageSearch:
         return self

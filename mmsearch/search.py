@@ -1,7 +1,16 @@
-"""Queries: text, an example image, or both, embedded and looked up in the store."""
+"""Queries: text, an example image, or both, embedded and looked up in the store.
+
+Image and image+text queries rank the stored images by the cosine similarity of their
+embeddings with the query's. A text-only query in a collection that holds captions is
+answered from several rankings fused by reciprocal rank fusion (:mod:`mmsearch.fusion`):
+the query text's embedding against the image embeddings, against the caption embeddings,
+and (where Milvus has full-text search) BM25 over the caption words. Where no image has a
+caption yet, a text query is the plain image ranking.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,14 +20,17 @@ import numpy as np
 from PIL import Image
 
 from mmsearch.config import Settings
-from mmsearch.errors import InvalidQueryError
+from mmsearch.errors import InvalidQueryError, StoreError
 from mmsearch.filters import SearchFilter, parse_filter, to_milvus_expr
+from mmsearch.fusion import DEFAULT_K, reciprocal_rank_fusion
 from mmsearch.images import coerce_image
-from mmsearch.store import MilvusStore
+from mmsearch.store import CAPTION_VECTOR_FIELD, CollectionInfo, MilvusStore
 from mmsearch.types import SearchHit
 
 if TYPE_CHECKING:
     from mmsearch.embedding import ImageTextEmbedder
+
+log = logging.getLogger(__name__)
 
 ImageQuery = str | os.PathLike[str] | bytes | Image.Image
 
@@ -81,13 +93,91 @@ def embed_query(embedder: ImageTextEmbedder, query: Query) -> np.ndarray:
 
 
 def run_search(
-    store: MilvusStore, embedder: ImageTextEmbedder, collection: str, query: Query
+    store: MilvusStore,
+    embedder: ImageTextEmbedder,
+    collection: str,
+    query: Query,
+    *,
+    rrf_k: int = DEFAULT_K,
+    rrf_depth: int = 100,
 ) -> list[SearchHit]:
     """Embed and search. The collection's model is checked before embedding, so a
-    mismatch fails fast and a missing collection raises CollectionNotFoundError."""
-    store.require_model(collection, embedder.model_id, embedder.dim)
+    mismatch fails fast and a missing collection raises CollectionNotFoundError.
+
+    A text-only query over captioned images is fused (see the module doc); each ranking
+    contributes its best ``max(top_k, rrf_depth)`` hits, and the fused hits carry the
+    RRF score in ``score`` (``score_kind="rrf"``) and the image cosine in ``cosine``."""
+    info = store.require_model(collection, embedder.model_id, embedder.dim)
     expr = to_milvus_expr(query.filter, like_patterns=store.like_patterns)
     vec = embed_query(embedder, query)
-    return store.search(collection, vec, model_id=embedder.model_id, top_k=query.top_k, expr=expr)[
-        0
+    model_id = embedder.model_id
+    if query.image is None and query.text is not None:
+        depth = max(query.top_k, rrf_depth)
+        caption_rankings = _caption_rankings(store, info, vec, query.text, depth, expr, model_id)
+        if any(caption_rankings):
+            image_hits = store.search(collection, vec, model_id=model_id, top_k=depth, expr=expr)
+            return _fuse(store, collection, vec, [image_hits[0], *caption_rankings], query, rrf_k)
+    return store.search(collection, vec, model_id=model_id, top_k=query.top_k, expr=expr)[0]
+
+
+def _caption_rankings(
+    store: MilvusStore,
+    info: CollectionInfo,
+    vec: np.ndarray,
+    text: str,
+    depth: int,
+    expr: str,
+    model_id: str,
+) -> list[list[SearchHit]]:
+    """The caption-side rankings the collection supports (empty lists where no image
+    has a caption)."""
+    rankings: list[list[SearchHit]] = []
+    if info.caption_vector:
+        rankings.append(
+            store.search(
+                info.name,
+                vec,
+                model_id=model_id,
+                top_k=depth,
+                expr=expr,
+                field=CAPTION_VECTOR_FIELD,
+            )[0]
+        )
+    if info.caption_text_search:
+        try:
+            rankings.append(store.search_caption_text(info.name, text, top_k=depth, expr=expr))
+        except StoreError as exc:  # the other rankings still answer the query
+            log.warning("full-text search over captions failed: %s", exc)
+    return rankings
+
+
+def _fuse(
+    store: MilvusStore,
+    collection: str,
+    vec: np.ndarray,
+    rankings: list[list[SearchHit]],
+    query: Query,
+    rrf_k: int,
+) -> list[SearchHit]:
+    fused = reciprocal_rank_fusion([[h.id for h in r] for r in rankings], rrf_k)[: query.top_k]
+    hits: dict[str, SearchHit] = {}
+    for ranking in reversed(rankings):  # the image ranking's hit (with its cosine) wins
+        hits.update((h.id, h) for h in ranking)
+    missing = [i for i, _ in fused if hits[i].cosine is None]
+    cosines: dict[str, float] = {}
+    if missing:
+        rows = store.get_rows(collection, missing, with_vectors=True)
+        cosines = {
+            i: float(np.dot(np.asarray(row["vector"], dtype=np.float32), vec))
+            for i, row in rows.items()
+        }
+    return [
+        hits[i].model_copy(
+            update={
+                "score": score,
+                "score_kind": "rrf",
+                "cosine": hits[i].cosine if hits[i].cosine is not None else cosines.get(i),
+            }
+        )
+        for i, score in fused
     ]

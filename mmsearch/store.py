@@ -27,6 +27,7 @@ import numpy as np
 
 from mmsearch.config import Settings
 from mmsearch.errors import (
+    CaptionError,
     CollectionNotFoundError,
     ConfigurationError,
     InvalidQueryError,
@@ -50,6 +51,13 @@ PROP_SCHEMA = "mmsearch.schema"
 SCHEMA_VERSION = "1"
 
 RECORD_FIELDS = ["id", "path", "size", "mtime", "metadata"]
+
+CAPTION_FIELD = "caption"
+CAPTION_VECTOR_FIELD = "caption_vector"
+CAPTION_SPARSE_FIELD = "caption_sparse"
+"""BM25 term weights of the caption, computed by Milvus from ``caption`` (full-text search)."""
+CAPTION_MAX_BYTES = 2048
+HAS_CAPTION = f'{CAPTION_FIELD} != ""'
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,16 @@ class CollectionInfo:
     name: str
     model_id: str
     dim: int
+    caption: bool = False
+    """The collection stores captions (created by a version of mmsearch that has them)."""
+    caption_vector: bool = False
+    """... and their embeddings (a second vector field: Milvus Lite, servers from 2.4)."""
+    caption_text_search: bool = False
+    """... and their BM25 full-text index (Milvus Lite, servers from 2.5)."""
+
+    @property
+    def record_fields(self) -> list[str]:
+        return RECORD_FIELDS + ([CAPTION_FIELD] if self.caption else [])
 
 
 @dataclass
@@ -89,18 +107,35 @@ class StoredRow:
     mtime: float
     metadata: dict[str, Any]
     vector: np.ndarray | Sequence[float]
+    caption: str = ""
+    """Empty: no caption (yet)."""
+    caption_vector: np.ndarray | Sequence[float] | None = None
+    """The caption's embedding by the embedder's text tower; ``None`` without a caption."""
 
-    def to_entity(self) -> dict[str, Any]:
-        vec = self.vector
-        vec_list = vec.astype(np.float32).tolist() if isinstance(vec, np.ndarray) else list(vec)
-        return {
+    def to_entity(self, info: CollectionInfo | None = None) -> dict[str, Any]:
+        """The row as Milvus takes it; with ``info``, the caption fields the collection has
+        (a row without a caption stores an empty caption and a zero caption vector, which
+        caption searches leave out)."""
+        entity = {
             "id": self.id,
             "path": self.path,
             "size": int(self.size),
             "mtime": float(self.mtime),
             "metadata": self.metadata,
-            "vector": vec_list,
+            "vector": _float_list(self.vector),
         }
+        if info is not None and info.caption:
+            entity[CAPTION_FIELD] = self.caption
+        if info is not None and info.caption_vector:
+            if self.caption and self.caption_vector is not None:
+                entity[CAPTION_VECTOR_FIELD] = _float_list(self.caption_vector)
+            else:
+                entity[CAPTION_VECTOR_FIELD] = [0.0] * info.dim
+        return entity
+
+
+def _float_list(vec: np.ndarray | Sequence[float]) -> list[float]:
+    return vec.astype(np.float32).tolist() if isinstance(vec, np.ndarray) else list(vec)
 
 
 def check_collection_name(name: str) -> str:
@@ -119,6 +154,7 @@ def _record(row: dict[str, Any]) -> ImageRecord:
         size=int(row["size"]),
         mtime=float(row["mtime"]),
         metadata=dict(row.get("metadata") or {}),
+        caption=row.get(CAPTION_FIELD) or None,
     )
 
 
@@ -155,6 +191,7 @@ class MilvusStore:
         self._loaded: set[str] = set()
         self._closed = False
         self._like_patterns: bool | None = None
+        self._server_version: tuple[int, int] | None = None
         if self.is_lite:
             _lite_acquire(self.uri)
         try:
@@ -177,13 +214,29 @@ class MilvusStore:
         """Whether ``like`` takes wildcards anywhere (Milvus Lite, servers from 2.4) or
         only a trailing ``%`` (servers before 2.4)."""
         if self._like_patterns is None:
-            if self.is_lite:
-                self._like_patterns = True
-            else:
-                version = str(self._call("get version", self._client.get_server_version))
-                m = re.match(r"v?(\d+)\.(\d+)", version)
-                self._like_patterns = not m or (int(m.group(1)), int(m.group(2))) >= (2, 4)
+            self._like_patterns = self.is_lite or self.server_version >= (2, 4)
         return self._like_patterns
+
+    @property
+    def server_version(self) -> tuple[int, int]:
+        """(major, minor) of a Milvus server; a version it does not parse counts as new."""
+        if self._server_version is None:
+            version = str(self._call("get version", self._client.get_server_version))
+            m = re.match(r"v?(\d+)\.(\d+)", version)
+            self._server_version = (int(m.group(1)), int(m.group(2))) if m else (99, 0)
+        return self._server_version
+
+    @property
+    def multi_vector(self) -> bool:
+        """Whether a collection may hold two vector fields (Milvus Lite; servers from 2.4;
+        2.3 refuses "multiple vector fields is not supported")."""
+        return self.is_lite or self.server_version >= (2, 4)
+
+    @property
+    def full_text_search(self) -> bool:
+        """Whether BM25 full-text search may be tried (Milvus Lite; servers from 2.5).
+        Creation still falls back without it if the deployment refuses it."""
+        return self.is_lite or self.server_version >= (2, 5)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MilvusStore:
@@ -221,7 +274,15 @@ class MilvusStore:
                     f"collection {name!r} in {self.uri} was not created by mmsearch "
                     "(it does not record an embedding model)"
                 )
-            info = CollectionInfo(name=name, model_id=str(model_id), dim=int(dim))
+            fields = {f.get("name") for f in desc.get("fields") or []}
+            info = CollectionInfo(
+                name=name,
+                model_id=str(model_id),
+                dim=int(dim),
+                caption=CAPTION_FIELD in fields,
+                caption_vector=CAPTION_VECTOR_FIELD in fields,
+                caption_text_search=CAPTION_SPARSE_FIELD in fields,
+            )
             self._info[name] = info
             return info
 
@@ -251,10 +312,25 @@ class MilvusStore:
             self._loaded.discard(name)
 
     def _create(self, name: str, model_id: str, dim: int) -> None:
-        from pymilvus import DataType, MilvusClient
-
         if not isinstance(dim, int) or dim <= 0:
             raise ConfigurationError(f"embedding dimension must be a positive integer, got {dim!r}")
+        text_search = self.full_text_search
+        try:
+            self._create_with(name, model_id, dim, text_search=text_search)
+        except StoreError as exc:
+            if not text_search:
+                raise
+            log.info("full-text search unavailable (%s); creating %r without it", exc, name)
+            if self._call("check collection", self._client.has_collection, name):
+                self._call("drop collection", self._client.drop_collection, name)
+            self._create_with(name, model_id, dim, text_search=False)
+
+    def _create_with(self, name: str, model_id: str, dim: int, *, text_search: bool) -> None:
+        """A new collection: the record fields and the image vector, plus, where the
+        deployment allows, the caption with its vector and its BM25 index. Caption fields
+        exist from the start because Milvus cannot add vector fields later."""
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
+
         schema = MilvusClient.create_schema(
             auto_id=False,
             enable_dynamic_field=False,
@@ -266,13 +342,38 @@ class MilvusStore:
         schema.add_field("mtime", DataType.DOUBLE)
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        index_params = self._client.prepare_index_params()
-        index_params.add_index(
-            field_name="vector",
-            index_type=self.config.index_type,
-            metric_type="IP",
-            params=dict(self.config.index_params or {}),
+        caption_kwargs: dict[str, Any] = {"enable_analyzer": True} if text_search else {}
+        schema.add_field(
+            CAPTION_FIELD, DataType.VARCHAR, max_length=CAPTION_MAX_BYTES, **caption_kwargs
         )
+        multi_vector = self.multi_vector
+        if multi_vector:
+            schema.add_field(CAPTION_VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
+        if text_search:
+            schema.add_field(CAPTION_SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="caption_bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=[CAPTION_FIELD],
+                    output_field_names=[CAPTION_SPARSE_FIELD],
+                )
+            )
+        index_params = self._client.prepare_index_params()
+        vector_fields = ["vector"] + ([CAPTION_VECTOR_FIELD] if multi_vector else [])
+        for field_name in vector_fields:
+            index_params.add_index(
+                field_name=field_name,
+                index_type=self.config.index_type,
+                metric_type="IP",
+                params=dict(self.config.index_params or {}),
+            )
+        if text_search:
+            index_params.add_index(
+                field_name=CAPTION_SPARSE_FIELD,
+                index_type="SPARSE_INVERTED_INDEX",
+                metric_type="BM25",
+            )
         self._call(
             "create collection",
             self._client.create_collection,
@@ -285,7 +386,15 @@ class MilvusStore:
         # wait for it polls with a fixed half-second sleep.
         self._call("create index", self._client.create_index, name, index_params, sync=False)
         self._call("load collection", self._client.load_collection, name)
-        log.info("created collection %r (model %s, dim %d) in %s", name, model_id, dim, self.uri)
+        log.info(
+            "created collection %r (model %s, dim %d; caption vectors %s, full-text %s) in %s",
+            name,
+            model_id,
+            dim,
+            "yes" if multi_vector else "no",
+            "yes" if text_search else "no",
+            self.uri,
+        )
         self._loaded.add(name)
 
     def _ready(self, name: str) -> CollectionInfo:
@@ -314,11 +423,28 @@ class MilvusStore:
                 raise ModelMismatchError(
                     f"vector of shape {vec.shape} does not fit collection {name!r} (dim {info.dim})"
                 )
+            if row.caption and not info.caption:
+                raise CaptionError(
+                    f"collection {name!r} was created without a caption field; captions "
+                    "need a collection created by this version of mmsearch (index into a "
+                    "new collection to use them)"
+                )
+            if row.caption and info.caption_vector and row.caption_vector is None:
+                raise CaptionError(f"caption without its embedding for {row.path}")
+            if row.caption_vector is not None:
+                cvec = np.asarray(row.caption_vector, dtype=np.float32)
+                if cvec.shape != (info.dim,):
+                    raise ModelMismatchError(
+                        f"caption vector of shape {cvec.shape} does not fit collection "
+                        f"{name!r} (dim {info.dim})"
+                    )
+            if len(row.caption.encode("utf-8")) > CAPTION_MAX_BYTES:
+                raise StoreError(f"caption longer than {CAPTION_MAX_BYTES} bytes: {row.path}")
             if len(row.path) > MAX_PATH_CHARS:
                 raise StoreError(
                     f"path longer than {MAX_PATH_CHARS} characters: {row.path[:80]}..."
                 )
-            entities.append(row.to_entity())
+            entities.append(row.to_entity(info))
         for start in range(0, len(entities), INSERT_BATCH):
             chunk = entities[start : start + INSERT_BATCH]
             self._call("upsert", self._client.upsert, name, chunk)
@@ -372,9 +498,11 @@ class MilvusStore:
     def get_rows(
         self, name: str, ids: Sequence[str], *, with_vectors: bool = False
     ) -> dict[str, dict[str, Any]]:
-        self._ready(name)
+        info = self._ready(name)
         wanted = [i for i in dict.fromkeys(ids) if isinstance(i, str)]
-        fields = RECORD_FIELDS + (["vector"] if with_vectors else [])
+        fields = info.record_fields + (["vector"] if with_vectors else [])
+        if with_vectors and info.caption_vector:
+            fields.append(CAPTION_VECTOR_FIELD)
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(wanted), QUERY_BATCH):
             chunk = wanted[start : start + QUERY_BATCH]
@@ -390,28 +518,28 @@ class MilvusStore:
 
         Normally one per path; a run interrupted between writing a file's new record and
         deleting its old one can leave two, which the next run resolves."""
-        self._ready(name)
+        info = self._ready(name)
         found: dict[str, list[ImageRecord]] = {}
         unique = list(dict.fromkeys(paths))
         for start in range(0, len(unique), QUERY_BATCH):
             chunk = unique[start : start + QUERY_BATCH]
             expr = "path in [" + ", ".join(quote_string(p) for p in chunk) + "]"
             for row in self._call(
-                "query", self._client.query, name, filter=expr, output_fields=RECORD_FIELDS
+                "query", self._client.query, name, filter=expr, output_fields=info.record_fields
             ):
                 found.setdefault(row["path"], []).append(_record(row))
         return found
 
     def iter_records(self, name: str, expr: str = "") -> Iterator[ImageRecord]:
         """Every record matching ``expr`` (a trusted expression built by this package)."""
-        self._ready(name)
+        info = self._ready(name)
         it = self._call(
             "query",
             self._client.query_iterator,
             name,
             batch_size=QUERY_BATCH,
             filter=expr,
-            output_fields=RECORD_FIELDS,
+            output_fields=info.record_fields,
         )
         try:
             while True:
@@ -431,13 +559,23 @@ class MilvusStore:
         model_id: str,
         top_k: int,
         expr: str = "",
+        field: str = "vector",
     ) -> list[list[SearchHit]]:
-        """Nearest stored images for each query vector; scores are cosine similarities."""
+        """Nearest stored images for each query vector; scores are cosine similarities.
+
+        ``field="caption_vector"`` compares with the caption embeddings instead, among
+        the images that have a caption."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim == 1:
             vectors = vectors[None, :]
-        self._ready(name)
+        info = self._ready(name)
         self.require_model(name, model_id, int(vectors.shape[1]))
+        if field == CAPTION_VECTOR_FIELD:
+            if not info.caption_vector:
+                raise CaptionError(f"collection {name!r} stores no caption embeddings")
+            expr = f"({expr}) and {HAS_CAPTION}" if expr else HAS_CAPTION
+        elif field != "vector":
+            raise InvalidQueryError(f"not a vector field of a collection: {field!r}")
         search_params: dict[str, Any] = {"metric_type": "IP"}
         if self.config.search_params:
             search_params["params"] = dict(self.config.search_params)
@@ -446,26 +584,41 @@ class MilvusStore:
             self._client.search,
             name,
             data=[v.tolist() for v in vectors],
-            anns_field="vector",
+            anns_field=field,
             limit=int(top_k),
             filter=expr,
-            output_fields=["path", "metadata"],
+            output_fields=self._hit_fields(info),
             search_params=search_params,
         )
-        out: list[list[SearchHit]] = []
-        for hits in res:
-            out.append(
-                [
-                    SearchHit(
-                        id=str(h["id"]),
-                        path=h["entity"]["path"],
-                        score=float(h["distance"]),
-                        metadata=dict(h["entity"].get("metadata") or {}),
-                    )
-                    for h in hits
-                ]
-            )
-        return out
+        return [[_hit(h, cosine=field == "vector") for h in hits] for hits in res]
+
+    def search_caption_text(
+        self, name: str, text: str, *, top_k: int, expr: str = ""
+    ) -> list[SearchHit]:
+        """Images whose caption shares words with ``text``, by BM25 (Milvus full-text
+        search), best first; images whose caption has none of the words are left out.
+        The scores are the backend's BM25 values (Milvus Lite reports them negated);
+        only their order is meaningful."""
+        info = self._ready(name)
+        if not info.caption_text_search:
+            raise CaptionError(f"collection {name!r} has no full-text index of captions")
+        expr = f"({expr}) and {HAS_CAPTION}" if expr else HAS_CAPTION
+        res = self._call(
+            "full-text search",
+            self._client.search,
+            name,
+            data=[text],
+            anns_field=CAPTION_SPARSE_FIELD,
+            limit=int(top_k),
+            filter=expr,
+            output_fields=self._hit_fields(info),
+            search_params={"metric_type": "BM25"},
+        )
+        return [_hit(h, cosine=False) for h in res[0]]
+
+    @staticmethod
+    def _hit_fields(info: CollectionInfo) -> list[str]:
+        return ["path", "metadata"] + ([CAPTION_FIELD] if info.caption else [])
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -519,6 +672,19 @@ def _lite_release(path: str) -> None:
         except ImportError:
             return
         server_manager_instance.release_server(key)
+
+
+def _hit(h: dict[str, Any], *, cosine: bool) -> SearchHit:
+    entity = h["entity"]
+    score = float(h["distance"])
+    return SearchHit(
+        id=str(h["id"]),
+        path=entity["path"],
+        score=score,
+        cosine=score if cosine else None,
+        metadata=dict(entity.get("metadata") or {}),
+        caption=entity.get(CAPTION_FIELD) or None,
+    )
 
 
 def _brief(exc: BaseException) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -15,14 +15,24 @@ class ImageRecord(BaseModel):
     size: int
     mtime: float
     metadata: dict[str, Any] = Field(default_factory=dict)
+    caption: str | None = None
+    """The vision-language model's caption of the image; ``None`` when it has none."""
 
 
 class SearchHit(BaseModel):
     id: str
     path: str
     score: float
-    """Cosine similarity between the query and the image embedding (higher is closer)."""
+    """Higher is closer. ``score_kind`` says what it is: ``cosine``, the cosine similarity
+    between the query and the image embedding; ``rrf``, the reciprocal rank fusion score
+    of a text query answered from several rankings (image embeddings and captions):
+    the sum over rankings of ``1 / (k + rank)``."""
     metadata: dict[str, Any] = Field(default_factory=dict)
+    score_kind: Literal["cosine", "rrf"] = "cosine"
+    cosine: float | None = None
+    """Cosine similarity between the query and the image embedding, whatever ``score_kind``."""
+    caption: str | None = None
+    """The image's stored caption, when it has one."""
 
 
 class FailedFile(BaseModel):
@@ -48,6 +58,11 @@ class IndexReport(BaseModel):
     duplicates: int = 0
     """Files not stored because the same bytes are already stored under another path."""
     failed: list[FailedFile] = Field(default_factory=list)
+    captioned: int = 0
+    """Images given a caption by this run (only when captions were asked for)."""
+    caption_failed: list[FailedFile] = Field(default_factory=list)
+    """Images indexed without a caption because the model failed on them; a later run
+    with captions tries them again."""
     total: int = 0
     """Files considered by this run."""
     cancelled: bool = False

@@ -58,9 +58,20 @@ class RecordingSearch:
         prune: bool = False,
         progress: Callable[[IndexProgress], None] | None = None,
         cancel: threading.Event | None = None,
+        captions: bool | None = None,
         roots: Any = None,
     ) -> IndexReport:
-        self.calls.append(("index", {"paths": paths, "recursive": recursive, "metadata": metadata}))
+        self.calls.append(
+            (
+                "index",
+                {
+                    "paths": paths,
+                    "recursive": recursive,
+                    "metadata": metadata,
+                    "captions": captions,
+                },
+            )
+        )
         files = sorted(
             f
             for p in paths

@@ -33,7 +33,20 @@ def test_index_then_search_as_json(run, photo_dir: Path) -> None:
     hits = json.loads(result.stdout)
     assert [h["path"] for h in hits][0] == str(photo_dir / "coffee.jpg")
     assert hits[0]["metadata"] == {"album": "zoo", "year": 2024}
-    assert set(hits[0]) == {"id", "path", "score", "metadata"}
+    assert set(hits[0]) == {"id", "path", "score", "score_kind", "cosine", "caption", "metadata"}
+    assert hits[0]["score_kind"] == "cosine" and hits[0]["caption"] is None
+
+
+def test_index_with_captions_then_search_by_text(
+    run, photo_dir: Path, tiny_vlm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MMSEARCH_RERANK_MODEL", str(tiny_vlm_dir))
+    monkeypatch.setenv("MMSEARCH_RERANK_DEVICE", "cpu")
+    monkeypatch.setenv("MMSEARCH_CAPTION_MAX_NEW_TOKENS", "6")
+    result = run("index", str(photo_dir), "--captions")
+    assert result.exit_code == 0 and "captioned 5" in result.stdout
+    hits = json.loads(run("search", "--text", "a photo", "--json").stdout)
+    assert all(h["caption"] and h["score_kind"] == "rrf" for h in hits)
 
 
 def test_index_json_report_lists_failures(run, photo_dir: Path) -> None:

@@ -20,17 +20,9 @@ from mcp_transports import http_server, server_env, stdio_client
 from mcp_types import ImageContent
 from PIL import Image
 
-pytest.importorskip("mmsearch.library", reason="the ImageSearch facade is not on this branch yet")
-tiny = pytest.importorskip(
-    "mmsearch.testing.tiny", reason="tiny Visualized BGE checkpoints are not on this branch yet"
-)
-if not hasattr(tiny, "write_tiny_visual_bge"):
-    pytest.skip(
-        "tiny Visualized BGE checkpoints are not on this branch yet", allow_module_level=True
-    )
-
-from mcp_server import create_server  # noqa: E402
-from mmsearch.config import Settings  # noqa: E402
+from mcp_server import create_server
+from mmsearch.config import Settings
+from mmsearch.testing import tiny
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -154,13 +146,29 @@ async def test_remove_then_stats(connect, photos) -> None:
     assert stats.structured_content["count"] == 3
 
 
-async def test_rerank_is_not_configured_until_a_reranker_is_installed(connect, photos) -> None:
-    try:
-        from mmsearch.rerank import rerank  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("a reranker is installed")
+async def test_rerank_returns_every_candidate_exactly_once(
+    connect, photos, monkeypatch, tmp_path_factory
+) -> None:
+    reranker = tiny.write_tiny_phi3v(tmp_path_factory.mktemp("tiny-phi3v"))
+    monkeypatch.setenv("MMSEARCH_RERANK_MODEL", str(reranker))
     async with connect() as client:
-        result = await client.call_tool("rerank", {"candidate_ids": ["x"], "text": "a cat"})
-    assert result.is_error and "reranker not configured" in result.content[0].text
+        await client.call_tool("index_images", {"paths": [str(photos)]})
+        found = await client.call_tool("multimodal_search", {"text": "a cat", "top_k": 4})
+        ids = [hit["id"] for hit in found.structured_content["hits"]]
+        ranked = await client.call_tool(
+            "rerank",
+            {"candidate_ids": ids, "text": "a cat", "image": str(photos / "chelsea.jpg")},
+        )
+    assert not ranked.is_error, ranked.content
+    result = ranked.structured_content
+    assert result["reranked"] is True, result["note"]
+    assert sorted(item["id"] for item in result["ranking"]) == sorted(ids)
+    assert [item["rank"] for item in result["ranking"]] == [1, 2, 3, 4]
+
+
+async def test_rerank_of_unknown_ids_is_an_error(connect, photos) -> None:
+    async with connect() as client:
+        await client.call_tool("index_images", {"paths": [str(photos)]})
+        unknown = "0" * 64
+        result = await client.call_tool("rerank", {"candidate_ids": [unknown], "text": "a cat"})
+    assert result.is_error and f"unknown candidate ids: {unknown}" in result.content[0].text

@@ -100,8 +100,13 @@ async def test_index_passes_metadata_and_recursion(server, library, photos) -> N
     )
     assert library.calls[-1] == (
         "index",
-        {"paths": [photos], "recursive": False, "metadata": {"album": "x"}},
+        {"paths": [photos], "recursive": False, "metadata": {"album": "x"}, "captions": None},
     )
+
+
+async def test_index_passes_the_captions_request(server, library, photos) -> None:
+    await call(server, "index_images", {"paths": [str(photos)], "captions": True})
+    assert library.calls[-1][1]["captions"] is True
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -181,7 +186,8 @@ async def test_search_by_text_returns_hits(server, photos) -> None:
     await call(server, "index_images", {"paths": [str(photos)]})
     result = await call(server, "multimodal_search", {"text": "a cat", "top_k": 3})
     hits = result.structured_content["hits"]
-    assert [set(hit) for hit in hits] == [{"id", "path", "score", "metadata"}] * 3
+    fields = {"id", "path", "score", "score_kind", "cosine", "caption", "metadata"}
+    assert [set(hit) for hit in hits] == [fields] * 3
     assert hits[0]["path"] in text_of(result)
     assert not any(isinstance(block, ImageContent) for block in result.content)
 

@@ -103,3 +103,31 @@ def test_server_filters(server_engine: ImageSearch, photo_dir: Path) -> None:
     # Milvus 2.3 matches only prefixes with `like`: refused, never answered wrongly.
     with pytest.raises(InvalidQueryError, match="prefixes"):
         server_engine.search(text="x", filter={"path_glob": "*.jpg"})
+
+
+class FixedCaptioner:
+    model_id = "test/fixed-captioner"
+
+    def caption(self, images: list[Image.Image]) -> list[str | None]:
+        return [f"picture number {i}" for i, _ in enumerate(images)]
+
+
+def test_server_2_3_stores_captions_but_ranks_text_queries_by_images(
+    server_settings: Settings, embedder, photo_dir: Path
+) -> None:
+    """Milvus 2.3 refuses a second vector field and has no BM25: captions are kept and
+    read back, and text queries are the plain image ranking."""
+    with ImageSearch(
+        server_settings,
+        embedder_factory=lambda s: embedder,
+        captioner_factory=lambda s: FixedCaptioner(),
+    ) as lib:
+        report = lib.index([photo_dir], captions=True)
+        assert report.captioned == 5
+        info = lib.store.collection_info(server_settings.collection)
+        if lib.store.server_version >= (2, 4):
+            pytest.skip("this server has caption vectors; covered by the Milvus Lite tests")
+        assert info.caption and not info.caption_vector and not info.caption_text_search
+        hits = lib.search(text="picture number 0", top_k=5)
+        assert all(h.score_kind == "cosine" and h.caption for h in hits)
+        assert all(r.caption for r in lib.get([h.id for h in hits]))

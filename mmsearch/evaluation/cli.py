@@ -2,7 +2,8 @@
 
 The command is built by :func:`make_eval_command` so the main CLI can inject how the
 embedder and the reranker are created; :data:`eval_command` is the default, which builds
-the embedder from ``Settings.embed_model`` and has no reranker.
+the embedder from ``Settings.embed_model`` and has no reranker; the ``mmsearch`` command
+passes :func:`default_reranker`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mmsearch.config import Settings
 from mmsearch.embedding import ImageTextEmbedder
 from mmsearch.errors import MMSearchError
 from mmsearch.evaluation.datasets import BENCHMARKS, FASHIONIQ_CATEGORIES, load_benchmark
+from mmsearch.evaluation.datasets.base import Query
 from mmsearch.evaluation.runner import RerankFn, RunOptions, format_table, run
 
 logger = logging.getLogger(__name__)
@@ -29,9 +31,34 @@ RerankerFactory = Callable[[Settings], RerankFn]
 
 
 def default_embedder(settings: Settings) -> ImageTextEmbedder:
-    from mmsearch.models.visual_bge import create_embedder
+    """The Visualized BGE model of ``settings.embed_model`` (the library's own factory)."""
+    from mmsearch.library import default_embedder_factory
 
-    return create_embedder(settings)
+    return default_embedder_factory(settings)
+
+
+def default_reranker(settings: Settings) -> RerankFn:
+    """The configured vision-language reranker (``MMSEARCH_RERANK_*``), as the runner
+    calls it: ``rerank(query, candidate_paths) -> the paths, best first``.
+
+    Candidates are identified by their paths; the query gives its text and, for composed
+    queries, its reference image. A query the model fails on (or times out on) keeps the
+    retrieval order, as in search, with a warning naming the query and the reason."""
+    from mmsearch.rerank.pipeline import Reranker
+
+    reranker = Reranker.from_settings(settings)
+
+    def rerank(query: Query, paths: list[str]) -> list[str]:
+        result = reranker.rerank(
+            [(path, path) for path in paths],
+            text=query.text or None,
+            image=query.reference_path,
+        )
+        if not result.reranked:
+            logger.warning("query %s kept the retrieval order: %s", query.id, result.note)
+        return list(result.ids)
+
+    return rerank
 
 
 def _progress_bar() -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
@@ -149,6 +176,11 @@ def make_eval_command(
             if rerank_top:
                 if build_reranker is None:
                     raise click.UsageError("--rerank-top needs a reranker, and none is configured")
+                if rerank_top > settings.max_rerank_candidates:
+                    raise click.UsageError(
+                        f"--rerank-top {rerank_top} is more than the reranker takes at once "
+                        f"(MMSEARCH_MAX_RERANK_CANDIDATES={settings.max_rerank_candidates})"
+                    )
                 reranker = build_reranker(settings)
             embedder = build_embedder(settings)
             options = RunOptions(

@@ -112,6 +112,8 @@ class TransformersVLM:
     """A ``transformers`` model with a processor whose chat template takes images."""
 
     supports_multiple_images = True
+    supports_batch_generation = True
+    """:meth:`generate_batch` answers several conversations in one padded batch."""
 
     def __init__(self, model: Any, processor: Any, model_id: str) -> None:
         self.model = model
@@ -198,10 +200,51 @@ class TransformersVLM:
             timed_out=bool(stop and stop.fired),
         )
 
+    @torch.inference_mode()
+    def generate_batch(
+        self, conversations: Sequence[Sequence[ChatMessage]], *, max_new_tokens: int
+    ) -> list[list[int]]:
+        """Greedy answers to several conversations at once (prompts padded on the left),
+        each cut at its first end-of-sequence token."""
+        tokenizer = self.tokenizer
+        previous = getattr(tokenizer, "padding_side", "right")
+        tokenizer.padding_side = "left"
+        try:
+            inputs = self.processor.apply_chat_template(
+                [list(c) for c in conversations],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                processor_kwargs={"padding": True},
+            )
+        finally:
+            tokenizer.padding_side = previous
+        model_inputs = self._to_model(inputs)
+        prompt_len = int(model_inputs["input_ids"].shape[1])
+        out = self.model.generate(
+            **model_inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=self._eos_ids,
+            pad_token_id=tokenizer.pad_token_id or self.eos_token_id,
+        )
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        answers = []
+        for sequence in sequences:
+            ids = [int(t) for t in sequence[prompt_len:]]
+            cut = next((i for i, t in enumerate(ids) if t in self._eos_ids), len(ids))
+            answers.append(ids[:cut])
+        return answers
+
 
 class Phi3VisionVLM(TransformersVLM):
     """Phi-3 / Phi-3.5 Vision through :mod:`mmsearch.models.phi3v`; its processor takes
     the same chat messages and numbers the images ``<|image_1|>``, ``<|image_2|>`` ..."""
+
+    supports_batch_generation = False
+    """Its processor takes one conversation at a time."""
 
     @classmethod
     def load(cls, name_or_path: str, device: str, dtype: torch.dtype) -> Phi3VisionVLM:
@@ -265,6 +308,14 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 
 _LOADED: dict[tuple[str, str, str, str], VisionLanguageModel] = {}
 _LOAD_LOCK = threading.Lock()
+_MODEL_LOCKS: dict[int, threading.Lock] = {}
+
+
+def model_lock(model: VisionLanguageModel) -> threading.Lock:
+    """One lock per loaded model, so the reranker and the captioner that share it take
+    turns (one generation at a time keeps memory bounded)."""
+    with _LOAD_LOCK:
+        return _MODEL_LOCKS.setdefault(id(model), threading.Lock())
 
 
 def load_vlm(settings: Settings) -> VisionLanguageModel:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -23,7 +22,13 @@ from PIL import Image, UnidentifiedImageError
 
 from mmsearch.config import Settings
 from mmsearch.errors import ImageDecodeError, InvalidQueryError, RerankError
-from mmsearch.rerank.backends import ChatMessage, ContentPart, VisionLanguageModel, load_vlm
+from mmsearch.rerank.backends import (
+    ChatMessage,
+    ContentPart,
+    VisionLanguageModel,
+    load_vlm,
+    model_lock,
+)
 from mmsearch.rerank.constrained import (
     ParsedRanking,
     PermutationLogitsProcessor,
@@ -136,7 +141,7 @@ class Reranker:
         self.cell_size = cell_size
         self.caption_max_new_tokens = caption_max_new_tokens
         self._vocab: TokenVocabulary | None = None
-        self._model_lock = threading.Lock()
+        self._model_lock = model_lock(model)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Reranker:
