@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from pathlib import Path
 
 from mcp_types import ImageContent, TextContent
@@ -92,7 +93,10 @@ def thumbnail(path: Path, size: int, *, max_bytes: int, max_pixels: int) -> Imag
     from mmsearch.images import read_image_bytes
 
     data = read_image_bytes(path, max_bytes=max_bytes)
-    with Image.open(io.BytesIO(data)) as image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+    with image:
         if image.width * image.height > max_pixels:
             raise ImageDecodeError(f"over the {max_pixels}-pixel limit")
         image.draft("RGB", (size, size))
