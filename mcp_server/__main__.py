@@ -9,7 +9,12 @@ import sys
 
 from mcp.server.mcpserver import MCPServer
 
+from mcp_server.http import http_app
 from mcp_server.server import create_server
+from mmsearch.config import Settings
+from mmsearch.errors import ConfigurationError
+
+log = logging.getLogger("mcp_server")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,11 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve_http(server: MCPServer, host: str, port: int, log_level: str) -> None:
-    """Serve ``/mcp`` with uvicorn; ``--port 0`` picks a free port (logged on start-up)."""
+def _serve_http(
+    server: MCPServer, settings: Settings, host: str, port: int, log_level: str
+) -> None:
+    """Serve ``/mcp`` with uvicorn; ``--port 0`` picks a free port (logged on start-up).
+    See :mod:`mcp_server.http` for the checks every request goes through."""
     import uvicorn
 
-    app = server.streamable_http_app(host=host)
+    app = http_app(server, settings, host)
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
 
 
@@ -43,12 +51,17 @@ def main(argv: list[str] | None = None) -> None:
         force=True,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    server = create_server()
+    settings = Settings()
+    server = create_server(settings)
     try:
         if args.transport == "stdio":
             server.run("stdio")
         else:
-            _serve_http(server, args.host, args.port, args.log_level)
+            try:
+                _serve_http(server, settings, args.host, args.port, args.log_level)
+            except ConfigurationError as exc:
+                log.error("%s", exc)
+                raise SystemExit(2) from None
     finally:
         server.shared_search.close()  # type: ignore[attr-defined]
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from PIL import Image
-
 from mmsearch.access import ensure_allowed
 from mmsearch.errors import InvalidQueryError
+
+MAX_PATH_CHARS = 4096
 
 # Leading bytes of the formats an assistant is likely to send inline.
 _IMAGE_MAGIC = (
@@ -37,9 +36,9 @@ def _decode_data_uri(value: str) -> bytes:
             "image: a data URI must be base64 encoded (data:image/...;base64,...)"
         )
     try:
-        return base64.b64decode(payload, validate=True)
-    except binascii.Error as exc:
-        raise InvalidQueryError(f"image: the data URI is not valid base64 ({exc})") from exc
+        return base64.b64decode("".join(payload.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidQueryError(f"image: the data URI is not valid base64 ({exc})") from None
 
 
 def _decode_base64_image(value: str) -> bytes | None:
@@ -48,41 +47,48 @@ def _decode_base64_image(value: str) -> bytes | None:
         return None
     try:
         data = base64.b64decode(compact, validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):
         return None
     return data if _looks_like_image(data) else None
 
 
-def image_argument(value: str, roots: list[Path]) -> Path | bytes:
+def image_argument(value: str, roots: list[Path], *, max_bytes: int) -> Path | bytes:
     """Read the ``image`` argument: a data URI, bare base64 image bytes, a ``file://`` URI
     or a path (which must lie inside ``roots``).
 
     Bare base64 is told from a path by decoding it and finding an image file signature,
-    so a path is never mistaken for image bytes (nor the reverse).
+    so a path is never mistaken for image bytes (nor the reverse). Inline data larger
+    than ``max_bytes`` once decoded is refused before it is decoded.
     """
     text = value.strip()
     if not text:
         raise InvalidQueryError("image: empty string")
+    if len(text) > (max_bytes + 2) // 3 * 4 + 4096:
+        raise InvalidQueryError(
+            f"image: {len(text)} characters of inline data, over the {max_bytes}-byte image "
+            "limit (setting max_image_bytes)"
+        )
     if text.startswith("data:"):
-        return _decode_data_uri(text)
-    data = _decode_base64_image(text)
+        data = _decode_data_uri(text)
+    else:
+        data = _decode_base64_image(text)
+        if data is None and len(text) > MAX_PATH_CHARS:
+            raise InvalidQueryError(
+                "image: neither a path (too long) nor base64 data of a known image format"
+            )
     if data is not None:
+        if len(data) > max_bytes:
+            raise InvalidQueryError(f"image: over the {max_bytes}-byte limit")
         return data
     path = file_uri_to_path(text) if text.startswith("file:") else Path(text)
     resolved = ensure_allowed(path, roots)
-    if not resolved.is_file():
+    try:
+        is_file = resolved.is_file()
+    except OSError:
+        is_file = False
+    if not is_file:
         raise InvalidQueryError(f"image: {value} is not a file (nor base64 image data)")
     return resolved
-
-
-def open_image_bytes(data: bytes) -> Image.Image:
-    """Decode query image bytes for consumers that take a PIL image, not bytes."""
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise InvalidQueryError(f"image: not a readable image ({exc})") from exc
-    return image
 
 
 def file_uri_to_path(uri: str) -> Path:

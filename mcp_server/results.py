@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from pathlib import Path
 
 from mcp_types import ImageContent, TextContent
@@ -80,13 +81,26 @@ def rerank_summary(result: RerankResult) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def thumbnail(path: Path, size: int = THUMBNAIL_SIZE) -> ImageContent:
-    """A small JPEG of ``path`` so an assistant can look at a hit without reading the file."""
-    from PIL import Image
+def thumbnail(path: Path, size: int, *, max_bytes: int, max_pixels: int) -> ImageContent:
+    """A small JPEG of ``path`` so an assistant can look at a hit without reading the file.
 
-    with Image.open(path) as image:
+    The file is read with the library's limits (a regular file, at most ``max_bytes``,
+    at most ``max_pixels`` declared pixels, checked before decoding): the file behind a
+    stored path may have been replaced since it was indexed."""
+    from PIL import Image, ImageOps
+
+    from mmsearch.errors import ImageDecodeError
+    from mmsearch.images import read_image_bytes
+
+    data = read_image_bytes(path, max_bytes=max_bytes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+    with image:
+        if image.width * image.height > max_pixels:
+            raise ImageDecodeError(f"over the {max_pixels}-pixel limit")
         image.draft("RGB", (size, size))
-        image = image.convert("RGB")
+        image = ImageOps.exif_transpose(image).convert("RGB")
         image.thumbnail((size, size))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=80)

@@ -20,8 +20,9 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ContentBlock, ListRootsResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from mcp_server.arguments import file_uri_to_path, image_argument, open_image_bytes
+from mcp_server.arguments import file_uri_to_path, image_argument
 from mcp_server.results import (
+    THUMBNAIL_SIZE,
     RankedImage,
     RemoveResult,
     RerankResult,
@@ -54,7 +55,12 @@ at the hits. rerank re-orders a handful of hits with a vision-language model. Pa
 inside the allowed roots."""
 
 MAX_TOP_K = 100
+"""The most hits one search returns to a client; the library also applies ``max_top_k``."""
 MAX_RERANK_CANDIDATES = 100
+MAX_PATHS_PER_CALL = 1000
+"""Paths one index or remove call takes (a folder counts as one)."""
+MAX_IDS_PER_CALL = 10_000
+"""Schema bound; the reranker applies the lower ``max_rerank_candidates``."""
 
 
 class SearchFactory(Protocol):
@@ -110,8 +116,18 @@ def _tool_errors(tool: str) -> Iterator[None]:
         ) from exc
 
 
-async def _in_thread(fn: Callable[[], T]) -> T:
-    return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+async def _in_thread(fn: Callable[[], T], timeout_s: float | None = None) -> T:
+    """Run ``fn`` in a worker thread; past ``timeout_s`` the call answers with an error
+    and the thread is left to finish in the background (Python cannot stop it)."""
+    if timeout_s is None:
+        return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+    try:
+        with anyio.fail_after(timeout_s):
+            return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+    except TimeoutError:
+        raise ToolError(
+            f"the call did not finish within {timeout_s:g} s (setting search_timeout_s)"
+        ) from None
 
 
 async def _index_with_progress(
@@ -176,17 +192,24 @@ def _result(
     return CallToolResult(content=content, structured_content=structured.model_dump(mode="json"))
 
 
-def _thumbnails(hits: list[SearchHit], roots: list[Path]) -> list[ContentBlock]:
+def _thumbnails(hits: list[SearchHit], roots: list[Path], settings: Settings) -> list[ContentBlock]:
     blocks: list[ContentBlock] = []
     for rank, hit in enumerate(hits, 1):
         blocks.append(caption(hit, rank))
         try:
-            blocks.append(thumbnail(ensure_allowed(hit.path, roots)))
+            blocks.append(
+                thumbnail(
+                    ensure_allowed(hit.path, roots),
+                    THUMBNAIL_SIZE,
+                    max_bytes=settings.max_image_bytes,
+                    max_pixels=settings.max_image_pixels,
+                )
+            )
         except AccessDeniedError:
             blocks.append(
                 TextContent(type="text", text="(no thumbnail: outside the allowed roots)")
             )
-        except OSError as exc:
+        except Exception as exc:  # one unreadable file must not fail the search
             blocks.append(TextContent(type="text", text=f"(no thumbnail: {exc})"))
     return blocks
 
@@ -246,7 +269,12 @@ def create_server(
     @_tool(server, "Index images", read_only=False)
     async def index_images(
         paths: Annotated[
-            list[str], Field(min_length=1, description="Image files or folders to index.")
+            list[str],
+            Field(
+                min_length=1,
+                max_length=MAX_PATHS_PER_CALL,
+                description="Image files or folders to index.",
+            ),
         ],
         ctx: Context,
         roots: ClientRoots = None,
@@ -284,6 +312,7 @@ def create_server(
                     progress=progress,
                     cancel=cancel,
                     captions=captions,
+                    roots=allowed,
                 )
 
             report = await _index_with_progress(ctx, work)
@@ -319,7 +348,11 @@ def create_server(
             if not (text and text.strip()) and not image:
                 raise InvalidQueryError("give text, image, or both")
             allowed = _allowed_roots(configured, roots)
-            query_image = image_argument(image, allowed) if image else None
+            query_image = (
+                image_argument(image, allowed, max_bytes=settings.max_image_bytes)
+                if image
+                else None
+            )
 
             def work() -> list[SearchHit]:
                 return shared.get().search(
@@ -330,9 +363,13 @@ def create_server(
                     collection=collection,
                 )
 
-            hits = await _in_thread(work)
+            hits = await _in_thread(work, settings.search_timeout_s)
             extra = (
-                await _in_thread(lambda: _thumbnails(hits, allowed)) if include_thumbnails else []
+                await _in_thread(
+                    lambda: _thumbnails(hits, allowed, settings), settings.search_timeout_s
+                )
+                if include_thumbnails
+                else []
             )
             return _result(search_summary(hits), SearchResult(hits=hits), extra)
 
@@ -359,9 +396,15 @@ def create_server(
                 raise InvalidQueryError("give text, image, or both")
             rerank_fn = _load_reranker()
             allowed = _allowed_roots(configured, roots)
-            query_image = image_argument(image, allowed) if image else None
+            query_image = (
+                image_argument(image, allowed, max_bytes=settings.max_image_bytes)
+                if image
+                else None
+            )
 
             def work() -> tuple[Any, dict[str, ImageRecord]]:
+                from mmsearch.images import decode_image
+
                 records = {r.id: r for r in shared.get().get(candidate_ids)}
                 missing = [i for i in candidate_ids if i not in records]
                 if missing:
@@ -370,7 +413,9 @@ def create_server(
                     ensure_allowed(record.path, allowed)
                 candidates = [records[i] for i in candidate_ids]
                 query = (
-                    open_image_bytes(query_image) if isinstance(query_image, bytes) else query_image
+                    decode_image(query_image, name="image", max_pixels=settings.max_image_pixels)
+                    if isinstance(query_image, bytes)
+                    else query_image
                 )
                 ranked = rerank_fn(candidates, text=text, image=query, settings=shared.settings)
                 return ranked, records
@@ -394,7 +439,9 @@ def create_server(
         """How many images a collection holds, which embedding model filled it, and where
         it is stored."""
         with _tool_errors("collection_stats"):
-            stats = await _in_thread(lambda: shared.get().stats(collection))
+            stats = await _in_thread(
+                lambda: shared.get().stats(collection), settings.search_timeout_s
+            )
             summary = (
                 f"{stats.collection}: {stats.count} images, model {stats.model_id} "
                 f"(dim {stats.dim}), stored at {stats.uri}"
@@ -404,10 +451,13 @@ def create_server(
     @_tool(server, "Remove images from the index", read_only=False, destructive=True)
     async def remove_images(
         roots: ClientRoots = None,
-        ids: Annotated[list[str] | None, Field(description="Image ids to forget.")] = None,
+        ids: Annotated[
+            list[str] | None,
+            Field(max_length=MAX_IDS_PER_CALL, description="Image ids to forget."),
+        ] = None,
         paths: Annotated[
             list[str] | None,
-            Field(description="Exact file paths to forget."),
+            Field(max_length=MAX_PATHS_PER_CALL, description="Exact file paths to forget."),
         ] = None,
         collection: Annotated[str | None, Field(description="Collection to edit.")] = None,
     ) -> Annotated[CallToolResult, RemoveResult]:
@@ -420,7 +470,8 @@ def create_server(
                 allowed = _allowed_roots(configured, roots)
                 targets = [ensure_allowed(path, allowed) for path in paths]
             removed = await _in_thread(
-                lambda: shared.get().remove(ids=ids or None, paths=targets, collection=collection)
+                lambda: shared.get().remove(ids=ids or None, paths=targets, collection=collection),
+                settings.search_timeout_s,
             )
             return _result(
                 f"{removed} images removed from the index", RemoveResult(removed=removed)

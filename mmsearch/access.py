@@ -7,6 +7,7 @@ roots; a link that points out of a root is refused like any other outside path.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -48,7 +49,12 @@ def ensure_allowed(path: str | Path, roots: Sequence[Path]) -> Path:
     """
     if not str(path).strip():
         raise AccessDeniedError("empty path")
-    resolved = Path(path).expanduser().resolve()
+    if "\x00" in str(path):
+        raise AccessDeniedError("path contains a NUL character")
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long, ...
+        raise AccessDeniedError(f"{str(path)[:200]}: cannot be resolved ({exc})") from None
     if not roots:
         raise AccessDeniedError(
             f"{path}: no allowed roots are configured; set MMSEARCH_ALLOWED_ROOTS "
@@ -57,4 +63,14 @@ def ensure_allowed(path: str | Path, roots: Sequence[Path]) -> Path:
     if any(resolved.is_relative_to(root) for root in roots):
         return resolved
     shown = ", ".join(str(root) for root in roots)
-    raise AccessDeniedError(f"{path}: outside the allowed roots ({shown})")
+    raise AccessDeniedError(f"{str(path)[:200]}: outside the allowed roots ({shown})")
+
+
+def is_inside(path: str | Path, roots: Sequence[Path]) -> bool:
+    """Whether ``path``, with every symlink followed, lies inside one of ``roots``
+    (already resolved). Paths that cannot be resolved are outside."""
+    try:
+        real = Path(os.path.realpath(path, strict=True))
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return any(real.is_relative_to(root) for root in roots)

@@ -58,6 +58,35 @@ class Settings(BaseSettings):
     max_top_k: int = Field(default=1000, ge=1, le=16384)
     """Upper bound on ``top_k`` for a search."""
 
+    max_query_chars: int = Field(default=4096, ge=1, le=1_000_000)
+    """Longest query text accepted, in characters."""
+
+    max_index_files: int = Field(default=100_000, ge=1)
+    """Most image files one index call may take (a folder walk stops past it)."""
+
+    index_timeout_s: float | None = Field(default=None, gt=0)
+    """An indexing run stops between batches after this many seconds (its report says
+    ``timed_out``; run it again to continue). Unset: no limit."""
+
+    search_timeout_s: float = Field(default=120.0, gt=0)
+    """The MCP server answers a search, stats or remove call that takes longer with an
+    error (the work itself finishes in the background)."""
+
+    http_token: str | None = None
+    """Bearer token the HTTP transport requires (``Authorization: Bearer <token>``).
+    Unset: no authentication (only allowed on a loopback address)."""
+
+    http_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Extra ``Host`` header values the HTTP transport accepts besides
+    ``127.0.0.1:*``, ``localhost:*`` and ``[::1]:*`` (``host:port`` or ``host:*``)."""
+
+    http_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Extra browser ``Origin`` values the HTTP transport accepts besides the loopback
+    ones (``http://127.0.0.1:*``, ...). Requests without an Origin are accepted."""
+
+    http_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Largest HTTP request body; larger ones get 413 before they are read."""
+
     milvus_index_type: str = "FLAT"
     """Vector index of new collections (``FLAT`` is exact; ``IVF_FLAT``, ``HNSW``, ``AUTOINDEX``
     where the Milvus deployment supports them). Existing collections keep their index."""
@@ -134,6 +163,16 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [part for part in text.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("http_allowed_hosts", "http_allowed_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
     @model_validator(mode="after")

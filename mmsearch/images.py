@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,20 +31,18 @@ def content_hash(data: bytes) -> str:
 def read_image_bytes(
     path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 ) -> bytes:
-    """Read a whole image file, refusing empty files and files above ``max_bytes``.
+    """Read a whole image file, refusing empty files, files above ``max_bytes`` and
+    anything that is not a regular file.
 
-    The size is checked before reading and again while reading, so a file that grows
+    The file is opened non-blocking and checked with ``fstat`` on the open descriptor,
+    so a FIFO or a device (which could block forever or never end) is refused without
+    being read, even if it replaced a regular file after the folder was scanned. The
+    size is checked before reading and again while reading, so a file that grows
     between the two is still bounded.
     """
     p = Path(path)
     try:
-        with p.open("rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > max_bytes:
-                raise ImageDecodeError(
-                    f"{p}: file is {size} bytes, over the {max_bytes}-byte limit"
-                )
-            data = fh.read(max_bytes + 1)
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise ImageDecodeError(f"{p}: no such file") from None
     except IsADirectoryError:
@@ -52,6 +51,24 @@ def read_image_bytes(
         raise ImageDecodeError(f"{p}: permission denied") from None
     except OSError as exc:
         raise ImageDecodeError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageDecodeError(f"{p}: is a directory, not an image file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageDecodeError(f"{p}: not a regular file (a FIFO, socket or device)")
+        if st.st_size > max_bytes:
+            raise ImageDecodeError(
+                f"{p}: file is {st.st_size} bytes, over the {max_bytes}-byte limit"
+            )
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ImageDecodeError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
         raise ImageDecodeError(f"{p}: file is over the {max_bytes}-byte limit")
     if not data:

@@ -26,13 +26,16 @@ import os
 import re
 import stat as stat_mod
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmsearch.access import is_inside
 from mmsearch.config import Settings
 from mmsearch.errors import CaptionError, ImageDecodeError, InvalidQueryError, MMSearchError
 from mmsearch.filters import SearchFilter, check_metadata, quote_string, to_milvus_expr
@@ -185,8 +188,17 @@ def scan_paths(
     *,
     recursive: bool = True,
     extensions: Iterable[str] | None = None,
+    roots: Sequence[Path] | None = None,
+    max_files: int | None = None,
 ) -> _Scan:
-    """Expand paths into image files (absolute, deduplicated, sorted per root)."""
+    """Expand paths into image files (absolute, deduplicated, sorted per root).
+
+    With ``roots`` (resolved folders), a file found in a folder or by a glob whose real
+    location (symlinks followed) is outside every root is reported, not read: a link
+    inside an allowed folder cannot lead the indexer out of it. Folder walks never
+    descend into linked folders. More than ``max_files`` files is refused before any is
+    read, and the walk stops as soon as the limit is passed.
+    """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     exts = normalize_extensions(extensions)
@@ -194,9 +206,20 @@ def scan_paths(
     seen: set[str] = set()
 
     def add(path: str, st: os.stat_result) -> None:
-        if path not in seen:
-            seen.add(path)
-            scan.files.append(_Candidate(path=path, size=st.st_size, mtime=st.st_mtime))
+        if path in seen:
+            return
+        seen.add(path)
+        if roots is not None and not is_inside(path, roots):
+            scan.failed.append(
+                FailedFile(path=path, reason="links to a file outside the allowed roots")
+            )
+            return
+        if max_files is not None and len(scan.files) >= max_files:
+            raise InvalidQueryError(
+                f"more than {max_files} image files to index in one call (setting "
+                "max_index_files); index the folders separately or raise the limit"
+            )
+        scan.files.append(_Candidate(path=path, size=st.st_size, mtime=st.st_mtime))
 
     def wanted(name: str) -> bool:
         return os.path.splitext(name)[1].lower().lstrip(".") in exts
@@ -525,6 +548,7 @@ def index_paths(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     captioner: Captioner | None = None,
+    roots: Sequence[Path] | None = None,
 ) -> IndexReport:
     """Index image files, folders and globs into ``collection``; see the module doc.
 
@@ -536,7 +560,9 @@ def index_paths(
     ``metadata`` (keys and scalar values as filters accept them) is attached to every
     file of this run, replacing what was stored; without it a changed file keeps its
     previous metadata. ``prune`` removes records under the given folders, globs or
-    files whose file no longer exists (skipped when the run is cancelled).
+    files whose file no longer exists (skipped when the run is cancelled). ``roots``
+    confines what folder walks and globs may read (see :func:`scan_paths`); past
+    ``settings.index_timeout_s`` the run stops between batches (``timed_out``).
     """
     meta = check_metadata(metadata) if metadata is not None else None
     if not paths:
@@ -544,7 +570,13 @@ def index_paths(
     info = store.ensure_collection(collection, embedder.model_id, embedder.dim)
     if captioner is not None:
         require_caption_field(info)
-    scan = scan_paths(paths, recursive=recursive, extensions=extensions)
+    scan = scan_paths(
+        paths,
+        recursive=recursive,
+        extensions=extensions,
+        roots=roots,
+        max_files=settings.max_index_files,
+    )
     run = _Run(store, embedder, settings, collection, meta, progress, captioner)
     report = run.report
     report.failed.extend(scan.failed)
@@ -597,9 +629,15 @@ def index_paths(
             return [pool.submit(run.prepare, c) for c in batch]
 
         pending = submit(batches[0]) if batches else None
+        timeout = settings.index_timeout_s
+        deadline = time.monotonic() + timeout if timeout is not None else None
         for k, batch in enumerate(batches):
             if cancel is not None and cancel.is_set():
                 report.cancelled = True
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning("indexing stopped after %.0f s (index_timeout_s)", timeout)
+                report.cancelled = report.timed_out = True
                 break
             assert pending is not None
             current = pending

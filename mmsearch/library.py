@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmsearch.config import Settings
@@ -127,11 +128,13 @@ class ImageSearch:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         captions: bool | None = None,
+        roots: Sequence[Path] | None = None,
     ) -> IndexReport:
         """Index files, folders and globs; see :func:`mmsearch.indexing.index_paths`.
 
         ``captions`` (default ``settings.captions``): caption every image that has no
-        caption yet, unchanged ones included (without re-embedding them)."""
+        caption yet, unchanged ones included (without re-embedding them). ``roots``
+        (resolved folders) confines what may be read through links."""
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         name = self._collection(collection)
@@ -156,6 +159,7 @@ class ImageSearch:
             progress=progress,
             cancel=cancel,
             captioner=captioner,
+            roots=roots,
         )
 
     def search(

@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 ImageQuery = str | os.PathLike[str] | bytes | Image.Image
 
-MAX_QUERY_TEXT_CHARS = 4096
-
 
 @dataclass(frozen=True)
 class Query:
@@ -61,8 +59,11 @@ def build_query(
             raise InvalidQueryError(f"text must be a string, not {type(text).__name__}")
         if not text.strip():
             raise InvalidQueryError("text is empty or whitespace")
-        if len(text) > MAX_QUERY_TEXT_CHARS:
-            raise InvalidQueryError(f"text is longer than {MAX_QUERY_TEXT_CHARS} characters")
+        if len(text) > settings.max_query_chars:
+            raise InvalidQueryError(
+                f"text is {len(text)} characters, longer than the {settings.max_query_chars}-"
+                "character limit (setting max_query_chars)"
+            )
     if text is None and image is None:
         raise InvalidQueryError("give a text, an image, or both")
     if isinstance(top_k, bool) or not isinstance(top_k, int):

@@ -66,6 +66,9 @@ class IndexReport(BaseModel):
     total: int = 0
     """Files considered by this run."""
     cancelled: bool = False
+    timed_out: bool = False
+    """The run stopped between batches because it passed ``index_timeout_s``
+    (``cancelled`` is then True too); running it again continues where it stopped."""
 
 
 class CollectionStats(BaseModel):

@@ -59,6 +59,7 @@ class RecordingSearch:
         progress: Callable[[IndexProgress], None] | None = None,
         cancel: threading.Event | None = None,
         captions: bool | None = None,
+        roots: Any = None,
     ) -> IndexReport:
         self.calls.append(
             (
