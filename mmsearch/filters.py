@@ -15,6 +15,7 @@ any character.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -164,8 +165,13 @@ def _next_string(prefix: str) -> str | None:
     return None
 
 
+_SEPARATORS = ("/", "\\") if os.sep == "\\" else ("/",)
+"""Path separators of this platform: on POSIX a backslash is an ordinary file name
+character, so a folder given with a trailing backslash names a different folder."""
+
+
 def _folder_condition(folder: str) -> str:
-    folder_str = folder if folder.endswith(("/", "\\")) else folder + "/"
+    folder_str = folder if folder.endswith(_SEPARATORS) else folder + "/"
     sep = folder_str[-1]
     if folder_str == sep:
         return f"path >= {quote_string(sep)}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -259,6 +259,7 @@ path_filters = st.one_of(
 
 
 @given(path_filters)
+@example(SearchFilter(path_prefix="/p/\n\\"))  # a trailing backslash is no separator on POSIX
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_milvus_selects_exactly_what_the_reference_selects(
     hostile_store: MilvusStore, flt: SearchFilter
