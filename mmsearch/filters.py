@@ -34,16 +34,18 @@ INT64_MAX = 2**63 - 1
 MetadataValue = StrictBool | StrictInt | StrictFloat | StrictStr
 """Values allowed in metadata (stored and filtered): str, int, float, bool."""
 
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-_FORBIDDEN_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ESCAPES = {"\\": "\\\\", '"': '\\"'}
+_FORBIDDEN_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def quote_string(value: str) -> str:
     """Return ``value`` as a double-quoted Milvus string literal.
 
-    Backslash, double quote, newline, tab and carriage return are escaped; the other
-    control characters and unpaired surrogates have no escape the Milvus parser accepts
-    and are refused with :class:`InvalidQueryError`.
+    Backslash and double quote are escaped and a tab is kept as it is. Newline, carriage
+    return, the other control characters and unpaired surrogates are refused with
+    :class:`InvalidQueryError`: Milvus Lite 2.x reads ``\\n``, ``\\t`` and ``\\r`` as a
+    backslash and a letter and cannot parse a raw newline or carriage return, so no
+    literal would match them there.
     """
     if not isinstance(value, str):
         raise InvalidQueryError(f"expected a string, got {type(value).__name__}")

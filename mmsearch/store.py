@@ -14,6 +14,7 @@ before it can be searched, which :meth:`MilvusStore._ready` takes care of.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -49,6 +50,7 @@ PROP_MODEL = "mmsearch.model_id"
 PROP_DIM = "mmsearch.dim"
 PROP_SCHEMA = "mmsearch.schema"
 SCHEMA_VERSION = "1"
+DESCRIPTION_PREFIX = "mmsearch images "
 
 RECORD_FIELDS = ["id", "path", "size", "mtime", "metadata"]
 
@@ -136,6 +138,26 @@ class StoredRow:
 
 def _float_list(vec: np.ndarray | Sequence[float]) -> list[float]:
     return vec.astype(np.float32).tolist() if isinstance(vec, np.ndarray) else list(vec)
+
+
+def collection_marker(model_id: str, dim: int) -> tuple[str, dict[str, str]]:
+    """The collection description and properties that record which model filled a
+    collection. Both carry it: Milvus servers keep properties, Milvus Lite 2.x drops
+    them (and refuses to alter them) but keeps the description."""
+    properties = {PROP_MODEL: model_id, PROP_DIM: str(dim), PROP_SCHEMA: SCHEMA_VERSION}
+    return DESCRIPTION_PREFIX + json.dumps(properties, sort_keys=True), properties
+
+
+def _description_properties(description: Any) -> dict[str, str]:
+    """The properties recorded in a description written by :func:`collection_marker`;
+    empty for any other description."""
+    if not isinstance(description, str) or not description.startswith(DESCRIPTION_PREFIX):
+        return {}
+    try:
+        props = json.loads(description[len(DESCRIPTION_PREFIX) :])
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in props.items()} if isinstance(props, dict) else {}
 
 
 def check_collection_name(name: str) -> str:
@@ -267,6 +289,8 @@ class MilvusStore:
                 raise CollectionNotFoundError(f"collection {name!r} does not exist in {self.uri}")
             desc = self._call("describe collection", self._client.describe_collection, name)
             props = desc.get("properties") or {}
+            if PROP_MODEL not in props:
+                props = _description_properties(desc.get("description"))
             model_id = props.get(PROP_MODEL)
             dim = props.get(PROP_DIM)
             if model_id is None or dim is None:
@@ -331,10 +355,9 @@ class MilvusStore:
         exist from the start because Milvus cannot add vector fields later."""
         from pymilvus import DataType, Function, FunctionType, MilvusClient
 
+        description, properties = collection_marker(model_id, dim)
         schema = MilvusClient.create_schema(
-            auto_id=False,
-            enable_dynamic_field=False,
-            description=f"mmsearch images; model={model_id}; dim={dim}",
+            auto_id=False, enable_dynamic_field=False, description=description
         )
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_CHARS * 4)
@@ -380,7 +403,7 @@ class MilvusStore:
             name,
             schema=schema,
             consistency_level="Strong",
-            properties={PROP_MODEL: model_id, PROP_DIM: str(dim), PROP_SCHEMA: SCHEMA_VERSION},
+            properties=properties,
         )
         # sync=False: the index of an empty collection is ready at once, and pymilvus's
         # wait for it polls with a fixed half-second sleep.

@@ -24,8 +24,9 @@ from mmsearch.errors import InvalidQueryError
 from mmsearch.filters import SearchFilter, quote_string, to_milvus_expr
 from mmsearch.store import MilvusStore, StoredRow
 
-ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+ESCAPES = {"\\": "\\", '"': '"'}
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Characters no literal may hold: Milvus Lite 2.x has no escape for newline or return."""
 
 
 def read_literal(text: str, start: int = 0) -> tuple[str, int]:
@@ -45,7 +46,7 @@ def read_literal(text: str, start: int = 0) -> tuple[str, int]:
             out.append(ESCAPES[nxt])
             i += 2
             continue
-        if ch in "\n\r\t" or CONTROL.match(ch):
+        if CONTROL.match(ch):
             raise ValueError("raw control character inside a literal")
         out.append(ch)
         i += 1
