@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -44,6 +43,8 @@ INSERT_BATCH = 1000
 """Rows per insert/upsert request (Milvus limits the size of one request)."""
 QUERY_BATCH = 1000
 MAX_PATH_CHARS = 4096
+LITE_FILE_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,36}$")
+"""Database file names Milvus Lite 2.x accepts (it refuses others when it starts)."""
 COLLECTION_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 PROP_MODEL = "mmsearch.model_id"
@@ -206,6 +207,12 @@ class MilvusStore:
                     f"Milvus Lite database path must end in .db, got {uri!r} "
                     "(or give a server URI such as http://localhost:19530)"
                 )
+            if not LITE_FILE_NAME.fullmatch(path.name):
+                raise ConfigurationError(
+                    f"Milvus Lite database file name {path.name!r} is not supported: use at "
+                    "most 36 characters, letters, digits, '.', '-' and '_' (the folder may "
+                    "be anything)"
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
             self.uri = str(path)
         self._lock = threading.RLock()
@@ -226,8 +233,7 @@ class MilvusStore:
                 _lite_release(self.uri)
                 raise StoreError(
                     f"cannot open the Milvus Lite database {self.uri}: {_brief(exc)}. "
-                    "Milvus Lite allows one process per database; is another mmsearch "
-                    "process (CLI, MCP server) using it?"
+                    f"{IN_USE_MESSAGE}"
                 ) from exc
             raise StoreError(f"cannot open Milvus at {self.uri}: {_brief(exc)}") from exc
 
@@ -672,29 +678,68 @@ class MilvusStore:
 
 _lite_lock = threading.Lock()
 _lite_users: dict[str, int] = {}
+_lite_lock_files: dict[str, Any] = {}
+
+IN_USE_MESSAGE = (
+    "Milvus Lite allows one process per database; is another mmsearch process (CLI, MCP "
+    "server) using it?"
+)
+
+
+def _lite_lock_path(key: str) -> Path:
+    """The lock file Milvus Lite 2.x takes beside the database while serving it."""
+    path = Path(key)
+    return path.parent / f".{path.name}.lock"
 
 
 def _lite_acquire(path: str) -> None:
+    """Count this process's users of a database; the first one takes the database's lock.
+
+    Milvus Lite 2.x locks ``.<name>.lock`` with ``lockf`` when it starts its server, but
+    when that fails it deletes the lock file of the process holding it, so a third try
+    would succeed and two servers would write one database. So the lock is tested here
+    first, and a database held elsewhere is refused before Milvus Lite is asked. The lock
+    taken here is kept until the last user closes (``lockf`` locks belong to the process,
+    so Milvus Lite's own lock on the same file still succeeds; closing any descriptor of
+    the file would drop both, hence the descriptor stays open)."""
+    import fcntl
+
     with _lite_lock:
-        key = os.path.abspath(path)
+        key = str(Path(path).resolve())
+        if _lite_users.get(key, 0) == 0:
+            lock_file = open(_lite_lock_path(key), "a")  # noqa: SIM115 (held until release)
+            try:
+                fcntl.lockf(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                lock_file.close()
+                raise StoreError(
+                    f"cannot open the Milvus Lite database {path}: it is in use by another "
+                    f"process. {IN_USE_MESSAGE}"
+                ) from exc
+            _lite_lock_files[key] = lock_file
         _lite_users[key] = _lite_users.get(key, 0) + 1
 
 
 def _lite_release(path: str) -> None:
-    """pymilvus keeps a Milvus Lite database open for the whole process (and with it the
+    """pymilvus keeps a Milvus Lite server running for the whole process (and with it the
     file lock that keeps other processes out); stop it when its last user closes."""
     with _lite_lock:
-        key = os.path.abspath(path)
+        key = str(Path(path).resolve())
         left = _lite_users.get(key, 0) - 1
         if left > 0:
             _lite_users[key] = left
             return
         _lite_users.pop(key, None)
+        lock_file = _lite_lock_files.pop(key, None)
         try:
-            from milvus_lite.server_manager import server_manager_instance
-        except ImportError:
-            return
-        server_manager_instance.release_server(key)
+            try:
+                from milvus_lite.server_manager import server_manager_instance
+            except ImportError:
+                return
+            server_manager_instance.release_server(key)
+        finally:
+            if lock_file is not None:
+                lock_file.close()
 
 
 def _hit(h: dict[str, Any], *, cosine: bool) -> SearchHit:
