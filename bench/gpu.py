@@ -73,7 +73,7 @@ def part_embed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         device, n_files, n_single, batch, workers = "cpu", 24, 6, 8, 2
         model = write_tiny_visual_bge(tmp / "model")
     else:
-        device, n_files, n_single, batch, workers = "cuda", 512, 64, 128, 12
+        device, n_files, n_single, batch, workers = "cuda", 384, 64, 128, 12
         model = Path(os.environ.get("FULL_BASE", "/tmp/full_base"))
         if not (model / "Visualized_base_en_v1.5.pth").is_file():
             write_full_size_visual_bge(model)

@@ -27,7 +27,7 @@ async def measure(model: Path, photos: Path, first: Path, tmp: Path) -> dict[str
         tmp,
         MMSEARCH_EMBED_MODEL=str(model),
         MMSEARCH_DATA_DIR=str(tmp / "data"),
-        MMSEARCH_ALLOWED_ROOTS=str(tmp),
+        MMSEARCH_ALLOWED_ROOTS=str(photos.parent),
         MMSEARCH_DEVICE="cpu",
     )
     async with client:
@@ -80,7 +80,7 @@ def main() -> None:
 
             models["full base (random)"] = full_base_checkpoint(args.full_model)
         for label, model in models.items():
-            work = tmp / label.split()[0]
+            work = tmp / f"server-{label.split()[0]}"
             work.mkdir()
             r = asyncio.run(measure(model, tmp / "photos", first, work))
             results[label] = r

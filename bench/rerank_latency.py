@@ -111,31 +111,21 @@ def bench_rerank(vlm: Phi3VisionVLM, photos: list[Path], runs: int) -> dict[str,
             lengths.append(len(generated.token_ids))
         return generated
 
-    vlm.generate = recording  # type: ignore[method-assign]
-    out: dict[str, Any] = {}
-    reranker.rerank(candidates, text=QUERY)  # warm-up (vocabulary index, kernels)
-    for label, kwargs in (
-        ("constrained", {"text": QUERY}),
-        ("constrained_with_caption", {"text": QUERY, "image": query_image}),
-    ):
-        times, tokens = [], []
-        for _ in range(runs):
-            lengths.clear()
-            _sync()
-            start = time.perf_counter()
-            result = reranker.rerank(candidates, **kwargs)
-            _sync()
-            times.append(time.perf_counter() - start)
-            if not result.reranked:
-                raise RuntimeError(f"rerank fell back: {result.note}")
-            assert sorted(result.ids) == sorted(c[0] for c in candidates)
-            tokens.append(lengths[-1])
-        out[label] = {"seconds": percentiles(times), "answer_tokens": tokens}
-    vlm.generate = original  # type: ignore[method-assign]
-
     tok = vlm.tokenizer
-    times, tokens = [], []
-    for k in out["constrained"]["answer_tokens"]:
+
+    def constrained(**kwargs: Any) -> tuple[float, int]:
+        lengths.clear()
+        _sync()
+        start = time.perf_counter()
+        result = reranker.rerank(candidates, **kwargs)
+        _sync()
+        elapsed = time.perf_counter() - start
+        if not result.reranked:
+            raise RuntimeError(f"rerank fell back: {result.note}")
+        assert sorted(result.ids) == sorted(c[0] for c in candidates)
+        return elapsed, lengths[-1]
+
+    def unconstrained(k: int) -> tuple[float, int, int]:
         _sync()
         start = time.perf_counter()
         thumbs = [_open_candidate(p, reranker.cell_size) for _, p in candidates]
@@ -151,10 +141,31 @@ def bench_rerank(vlm: Phi3VisionVLM, photos: list[Path], runs: int) -> dict[str,
             pad_token_id=tok.pad_token_id or vlm.eos_token_id,
         )
         _sync()
-        times.append(time.perf_counter() - start)
-        tokens.append(int(generated.shape[1] - model_inputs["input_ids"].shape[1]))
-    out["unconstrained_baseline"] = {"seconds": percentiles(times), "answer_tokens": tokens}
-    out["prompt_tokens"] = int(model_inputs["input_ids"].shape[1])
+        prompt = int(model_inputs["input_ids"].shape[1])
+        return time.perf_counter() - start, int(generated.shape[1]) - prompt, prompt
+
+    vlm.generate = recording  # type: ignore[method-assign]
+    labels = ("constrained", "constrained_with_caption", "unconstrained_baseline")
+    times: dict[str, list[float]] = {label: [] for label in labels}
+    tokens: dict[str, list[int]] = {label: [] for label in labels}
+    constrained(text=QUERY)  # warm-up (vocabulary index, kernels)
+    # One of each per round, so that load from other processes weighs on all alike.
+    for _ in range(runs):
+        elapsed, k = constrained(text=QUERY)
+        times["constrained"].append(elapsed)
+        tokens["constrained"].append(k)
+        elapsed, k2 = constrained(text=QUERY, image=query_image)
+        times["constrained_with_caption"].append(elapsed)
+        tokens["constrained_with_caption"].append(k2)
+        elapsed, n_new, prompt = unconstrained(k)
+        times["unconstrained_baseline"].append(elapsed)
+        tokens["unconstrained_baseline"].append(n_new)
+    vlm.generate = original  # type: ignore[method-assign]
+    out: dict[str, Any] = {
+        label: {"seconds": percentiles(times[label]), "answer_tokens": tokens[label]}
+        for label in labels
+    }
+    out["prompt_tokens"] = prompt
     return out
 
 
