@@ -20,23 +20,15 @@ import numpy as np
 import torch
 from PIL import Image
 from skimage import data
-from transformers import BertConfig
 
-from mmsearch.models.visual_bge import VisionConfig, create_embedder
-from mmsearch.testing.tiny import tiny_vocab, write_visual_bge_checkpoint
+from mmsearch.models.visual_bge import create_embedder
+from mmsearch.testing.tiny import write_full_size_visual_bge
 
 TEXTS = ["an astronaut", "a cup of coffee on a table", "a cat", "a rocket launch at night"]
 
 
 def full_size_random(directory: Path) -> Path:
-    vocab = tiny_vocab()
-    vocab += [f"[unused{i}]" for i in range(30522 - len(vocab))]
-    vision = VisionConfig(
-        img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_hidden=2048
-    )
-    return write_visual_bge_checkpoint(
-        directory, vision=vision, text_config=BertConfig(), vocab=vocab, clip_embed_dim=512
-    )
+    return write_full_size_visual_bge(directory)
 
 
 def main() -> None:

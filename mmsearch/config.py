@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
 
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    """``auto``: float16/bfloat16 on a GPU, float32 on the CPU."""
+    """``auto``: float16 on a GPU, float32 on the CPU. ``bfloat16`` on the CPU is mixed
+    precision (float32 weights, bfloat16 matrix products): about twice as fast as float32
+    on CPUs with native bfloat16 (AVX512-BF16, AMX), cosine >= 0.9999 to float32."""
 
     batch_size: int = Field(default=16, ge=1, le=4096)
 

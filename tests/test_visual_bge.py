@@ -368,3 +368,23 @@ def test_malformed_requests_are_invalid_queries(embedder: VisualBGE, photos) -> 
         embedder.encode(texts="a cat")
     with pytest.raises(InvalidQueryError, match="shape"):
         embedder.encode(images=[torch.zeros(3, 32, 32)])
+
+
+def test_images_alone_embed_as_images_with_the_empty_text(embedder: VisualBGE, photos) -> None:
+    images = list(photos.values())
+    np.testing.assert_allclose(
+        embedder.encode(images=images), embedder.encode(texts=[""] * 4, images=images), atol=1e-6
+    )
+
+
+def test_bfloat16_on_the_cpu_keeps_float32_weights_and_stays_close(tiny_dir: Path, photos) -> None:
+    reference = create_embedder(tiny_dir, device="cpu", dtype="float32")
+    mixed = create_embedder(tiny_dir, device="cpu", dtype="bfloat16")
+    assert mixed.autocast and mixed.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in mixed.module.parameters())
+    images = list(photos.values())
+    for kwargs in ({"texts": TEXTS}, {"images": images}, {"texts": TEXTS, "images": images}):
+        got, ref = mixed.encode(**kwargs), reference.encode(**kwargs)
+        assert got.dtype == np.float32
+        assert float((got * ref).sum(1).min()) > 0.999
+        assert np.abs(got - ref).max() > 0  # bfloat16 products did run

@@ -208,6 +208,28 @@ def write_tiny_visual_bge(directory: str | Path, seed: int = 0) -> Path:
     )
 
 
+BASE_VISION = VisionConfig(
+    img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_hidden=2048
+)
+"""EVA02-CLIP-B/16 at 224 px, the vision tower of Visualized BGE base_en_v1.5."""
+
+
+def write_full_size_visual_bge(directory: str | Path, seed: int = 0) -> Path:
+    """A random-weight model with the full base_en_v1.5 architecture (EVA02-B/16 +
+    BERT-base, 30522-token vocabulary; a 0.8 GB checkpoint), for benchmarks: the same
+    compute as the real model, none of its meaning."""
+    vocab = tiny_vocab()
+    vocab += [f"[unused{i}]" for i in range(30522 - len(vocab))]
+    return write_visual_bge_checkpoint(
+        directory,
+        vision=BASE_VISION,
+        text_config=BertConfig(),
+        vocab=vocab,
+        seed=seed,
+        clip_embed_dim=512,
+    )
+
+
 WRITERS: dict[str, Callable[[Path], Path]] = {
     "visual_bge": write_tiny_visual_bge,
     "phi3v": write_tiny_phi3v,

@@ -52,7 +52,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``auto`` is half precision on an accelerator and float32 on the CPU."""
+    """``auto`` is half precision on an accelerator and float32 on the CPU (where
+    ``bfloat16`` is an opt-in: see :class:`VisualBGE`)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
@@ -148,6 +149,12 @@ class VisualBGE:
     Text alone runs the BGE encoder as usual; an image alone is the image tokens
     between [CLS] and [SEP]; image+text puts the image tokens between [CLS] and the text.
     Each input gets the [CLS] state, L2-normalised.
+
+    ``bfloat16`` on the CPU is mixed precision: the weights stay float32 and matrix
+    products run in bfloat16 under :func:`torch.autocast`, while norms, softmax and the
+    residual stream stay float32. On CPUs with native bfloat16 (AVX512-BF16, AMX) that is
+    about twice as fast as float32 and closer to it (cosine >= 0.9999 on photos) than
+    casting the weights, which is also slower there. Elsewhere ``dtype`` casts the weights.
     """
 
     def __init__(
@@ -159,7 +166,10 @@ class VisualBGE:
         dtype: torch.dtype,
         batch_size: int = 16,
     ) -> None:
-        self.module = module.to(device=device, dtype=dtype).eval()
+        self.autocast = device.type == "cpu" and dtype == torch.bfloat16
+        weight_dtype = torch.float32 if self.autocast else dtype
+        self.module = module.to(device=device, dtype=weight_dtype).eval()
+        self._input_dtype = weight_dtype
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.dim = module.hidden_size
@@ -170,6 +180,7 @@ class VisualBGE:
         self._preprocess: Callable[[Image.Image], torch.Tensor] = build_preprocess(self.image_size)
         self._tokenizer_max = int(min(tokenizer.model_max_length, 1_000_000))
         self._lock = threading.Lock()
+        self._image_only_tokens: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -194,7 +205,7 @@ class VisualBGE:
                     f"(3, {self.image_size}, {self.image_size}) from preprocess()"
                 )
             tensors.append(image)
-        return torch.stack(tensors).to(device=self.device, dtype=self.dtype)
+        return torch.stack(tensors).to(device=self.device, dtype=self._input_dtype)
 
     def _tokens(self, texts: Sequence[str], with_image: bool) -> tuple[torch.Tensor, torch.Tensor]:
         for i, text in enumerate(texts):
@@ -209,6 +220,13 @@ class VisualBGE:
             return_tensors="pt",
         )
         return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+
+    def _image_only(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The empty text's tokens ([CLS] [SEP]) for ``n`` images, tokenised once."""
+        if self._image_only_tokens is None:
+            self._image_only_tokens = self._tokens([""], with_image=True)
+        ids, mask = self._image_only_tokens
+        return ids.expand(n, -1), mask.expand(n, -1)
 
     @torch.inference_mode()
     def encode(
@@ -237,7 +255,8 @@ class VisualBGE:
         if step < 1:
             raise InvalidQueryError(f"batch_size must be positive, got {step}")
         out = np.empty((n, self.dim), dtype=np.float32)
-        with self._lock:
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast)
+        with self._lock, autocast:
             for start in range(0, n, step):
                 stop = min(start + step, n)
                 if images is None:
@@ -245,8 +264,10 @@ class VisualBGE:
                     reps = self.module.encode_text(ids, mask)
                 else:
                     pixels = self._pixels(images[start:stop])
-                    chunk = [""] * (stop - start) if texts is None else texts[start:stop]
-                    ids, mask = self._tokens(chunk, with_image=True)
+                    if texts is None:
+                        ids, mask = self._image_only(stop - start)
+                    else:
+                        ids, mask = self._tokens(texts[start:stop], with_image=True)
                     reps = self.module.encode_fused(pixels, ids, mask)
                 reps = torch.nn.functional.normalize(reps.float(), dim=-1)
                 out[start:stop] = reps.cpu().numpy()
