@@ -260,7 +260,8 @@ path_filters = st.one_of(
 
 
 @given(path_filters)
-@example(SearchFilter(path_prefix="/p/\n\\"))  # a trailing backslash is no separator on POSIX
+@example(SearchFilter(path_prefix="/p/\t\\"))  # a trailing backslash is no separator on POSIX
+@example(SearchFilter(path_glob="?*"))  # wildcards alone: Milvus Lite 2.5 matches nothing
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_milvus_selects_exactly_what_the_reference_selects(
     hostile_store: MilvusStore, flt: SearchFilter
@@ -268,7 +269,10 @@ def test_milvus_selects_exactly_what_the_reference_selects(
     try:
         expr = to_milvus_expr(flt)
     except InvalidQueryError as exc:
-        assert "backslash" in str(exc) or "control character" in str(exc)
+        assert any(
+            reason in str(exc)
+            for reason in ("backslash", "control character", "literal", "does not support ?")
+        ), exc
         return
     got = sorted(r.path for r in hostile_store.iter_records("h", expr))
     want = sorted(p for p in PATHS if reference(flt, p, {"tag": p.rsplit("/", 1)[-1]}))
