@@ -34,16 +34,18 @@ INT64_MAX = 2**63 - 1
 MetadataValue = StrictBool | StrictInt | StrictFloat | StrictStr
 """Values allowed in metadata (stored and filtered): str, int, float, bool."""
 
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-_FORBIDDEN_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ESCAPES = {"\\": "\\\\", '"': '\\"'}
+_FORBIDDEN_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def quote_string(value: str) -> str:
     """Return ``value`` as a double-quoted Milvus string literal.
 
-    Backslash, double quote, newline, tab and carriage return are escaped; the other
-    control characters and unpaired surrogates have no escape the Milvus parser accepts
-    and are refused with :class:`InvalidQueryError`.
+    Backslash and double quote are escaped and a tab is kept as it is. Newline, carriage
+    return, the other control characters and unpaired surrogates are refused with
+    :class:`InvalidQueryError`: Milvus Lite 2.x reads ``\\n``, ``\\t`` and ``\\r`` as a
+    backslash and a letter and cannot parse a raw newline or carriage return, so no
+    literal would match them there.
     """
     if not isinstance(value, str):
         raise InvalidQueryError(f"expected a string, got {type(value).__name__}")
@@ -110,7 +112,9 @@ class SearchFilter(BaseModel):
     ``path_prefix``: images inside this folder (at any depth); a trailing separator is
     optional and the folder itself must be given as it was indexed (absolute).
     ``path_glob``: the whole path matches a pattern in which ``*`` is any run of
-    characters (``/`` included) and ``?`` is one character; everything else is literal.
+    characters (``/`` included); everything else is literal. ``?`` is refused: Milvus
+    Lite 2.5 answers a single-character wildcard at the end of a pattern as if it were
+    ``*``, so it cannot be offered without wrong answers.
     ``path_contains``: the path contains this text.
     ``metadata``: key equals value. ``metadata_in``: key equals one of the values.
     ``mtime_min``/``mtime_max`` (POSIX seconds) and ``size_min``/``size_max`` (bytes)
@@ -186,6 +190,8 @@ def _prefix_range(prefix: str) -> str:
 
 
 def _glob_condition(pattern: str, like_patterns: bool) -> str | None:
+    if "?" in pattern:
+        glob_to_like(pattern)  # raises the explanation
     stem = pattern.rstrip("*")
     if not any(ch in stem for ch in "*?"):
         if stem == pattern:
@@ -197,6 +203,12 @@ def _glob_condition(pattern: str, like_patterns: bool) -> str | None:
             "this Milvus server (before 2.4) can only match path prefixes: path_glob may "
             "have wildcards only at its end (e.g. /photos/2024*)"
         )
+    if not pattern.strip("*"):
+        # Milvus Lite 2.5 answers a like pattern of wildcards alone with no rows at all.
+        raise InvalidQueryError(
+            "path_glob needs at least one literal character besides * "
+            "(use path_prefix or no filter to match every path)"
+        )
     return f"path like {quote_string(glob_to_like(pattern))}"
 
 
@@ -207,11 +219,13 @@ def _like_escape(text: str, what: str) -> str:
 
 
 def glob_to_like(pattern: str) -> str:
-    """``*`` -> ``%``, ``?`` -> ``_``, literal ``%`` and ``_`` escaped."""
-    out = []
-    for ch in _like_escape(pattern, "path_glob"):
-        out.append({"*": "%", "?": "_"}.get(ch, ch))
-    return "".join(out)
+    """``*`` -> ``%``, literal ``%`` and ``_`` escaped; ``?`` is refused (see
+    :class:`SearchFilter`)."""
+    if "?" in pattern:
+        raise InvalidQueryError(
+            "path_glob does not support ?: use * (any run of characters) or path_contains"
+        )
+    return _like_escape(pattern, "path_glob").replace("*", "%")
 
 
 def _number(value: object, what: str) -> str:

@@ -14,8 +14,8 @@ before it can be searched, which :meth:`MilvusStore._ready` takes care of.
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -43,12 +43,15 @@ INSERT_BATCH = 1000
 """Rows per insert/upsert request (Milvus limits the size of one request)."""
 QUERY_BATCH = 1000
 MAX_PATH_CHARS = 4096
+LITE_FILE_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,36}$")
+"""Database file names Milvus Lite 2.x accepts (it refuses others when it starts)."""
 COLLECTION_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 PROP_MODEL = "mmsearch.model_id"
 PROP_DIM = "mmsearch.dim"
 PROP_SCHEMA = "mmsearch.schema"
 SCHEMA_VERSION = "1"
+DESCRIPTION_PREFIX = "mmsearch images "
 
 RECORD_FIELDS = ["id", "path", "size", "mtime", "metadata"]
 
@@ -138,6 +141,26 @@ def _float_list(vec: np.ndarray | Sequence[float]) -> list[float]:
     return vec.astype(np.float32).tolist() if isinstance(vec, np.ndarray) else list(vec)
 
 
+def collection_marker(model_id: str, dim: int) -> tuple[str, dict[str, str]]:
+    """The collection description and properties that record which model filled a
+    collection. Both carry it: Milvus servers keep properties, Milvus Lite 2.x drops
+    them (and refuses to alter them) but keeps the description."""
+    properties = {PROP_MODEL: model_id, PROP_DIM: str(dim), PROP_SCHEMA: SCHEMA_VERSION}
+    return DESCRIPTION_PREFIX + json.dumps(properties, sort_keys=True), properties
+
+
+def _description_properties(description: Any) -> dict[str, str]:
+    """The properties recorded in a description written by :func:`collection_marker`;
+    empty for any other description."""
+    if not isinstance(description, str) or not description.startswith(DESCRIPTION_PREFIX):
+        return {}
+    try:
+        props = json.loads(description[len(DESCRIPTION_PREFIX) :])
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in props.items()} if isinstance(props, dict) else {}
+
+
 def check_collection_name(name: str) -> str:
     if not isinstance(name, str) or not COLLECTION_NAME_PATTERN.fullmatch(name):
         raise InvalidQueryError(
@@ -184,6 +207,12 @@ class MilvusStore:
                     f"Milvus Lite database path must end in .db, got {uri!r} "
                     "(or give a server URI such as http://localhost:19530)"
                 )
+            if not LITE_FILE_NAME.fullmatch(path.name):
+                raise ConfigurationError(
+                    f"Milvus Lite database file name {path.name!r} is not supported: use at "
+                    "most 36 characters, letters, digits, '.', '-' and '_' (the folder may "
+                    "be anything)"
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
             self.uri = str(path)
         self._lock = threading.RLock()
@@ -204,8 +233,7 @@ class MilvusStore:
                 _lite_release(self.uri)
                 raise StoreError(
                     f"cannot open the Milvus Lite database {self.uri}: {_brief(exc)}. "
-                    "Milvus Lite allows one process per database; is another mmsearch "
-                    "process (CLI, MCP server) using it?"
+                    f"{IN_USE_MESSAGE}"
                 ) from exc
             raise StoreError(f"cannot open Milvus at {self.uri}: {_brief(exc)}") from exc
 
@@ -267,6 +295,8 @@ class MilvusStore:
                 raise CollectionNotFoundError(f"collection {name!r} does not exist in {self.uri}")
             desc = self._call("describe collection", self._client.describe_collection, name)
             props = desc.get("properties") or {}
+            if PROP_MODEL not in props:
+                props = _description_properties(desc.get("description"))
             model_id = props.get(PROP_MODEL)
             dim = props.get(PROP_DIM)
             if model_id is None or dim is None:
@@ -331,10 +361,9 @@ class MilvusStore:
         exist from the start because Milvus cannot add vector fields later."""
         from pymilvus import DataType, Function, FunctionType, MilvusClient
 
+        description, properties = collection_marker(model_id, dim)
         schema = MilvusClient.create_schema(
-            auto_id=False,
-            enable_dynamic_field=False,
-            description=f"mmsearch images; model={model_id}; dim={dim}",
+            auto_id=False, enable_dynamic_field=False, description=description
         )
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_CHARS * 4)
@@ -380,7 +409,7 @@ class MilvusStore:
             name,
             schema=schema,
             consistency_level="Strong",
-            properties={PROP_MODEL: model_id, PROP_DIM: str(dim), PROP_SCHEMA: SCHEMA_VERSION},
+            properties=properties,
         )
         # sync=False: the index of an empty collection is ready at once, and pymilvus's
         # wait for it polls with a fixed half-second sleep.
@@ -649,29 +678,68 @@ class MilvusStore:
 
 _lite_lock = threading.Lock()
 _lite_users: dict[str, int] = {}
+_lite_lock_files: dict[str, Any] = {}
+
+IN_USE_MESSAGE = (
+    "Milvus Lite allows one process per database; is another mmsearch process (CLI, MCP "
+    "server) using it?"
+)
+
+
+def _lite_lock_path(key: str) -> Path:
+    """The lock file Milvus Lite 2.x takes beside the database while serving it."""
+    path = Path(key)
+    return path.parent / f".{path.name}.lock"
 
 
 def _lite_acquire(path: str) -> None:
+    """Count this process's users of a database; the first one takes the database's lock.
+
+    Milvus Lite 2.x locks ``.<name>.lock`` with ``lockf`` when it starts its server, but
+    when that fails it deletes the lock file of the process holding it, so a third try
+    would succeed and two servers would write one database. So the lock is tested here
+    first, and a database held elsewhere is refused before Milvus Lite is asked. The lock
+    taken here is kept until the last user closes (``lockf`` locks belong to the process,
+    so Milvus Lite's own lock on the same file still succeeds; closing any descriptor of
+    the file would drop both, hence the descriptor stays open)."""
+    import fcntl
+
     with _lite_lock:
-        key = os.path.abspath(path)
+        key = str(Path(path).resolve())
+        if _lite_users.get(key, 0) == 0:
+            lock_file = open(_lite_lock_path(key), "a")  # noqa: SIM115 (held until release)
+            try:
+                fcntl.lockf(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                lock_file.close()
+                raise StoreError(
+                    f"cannot open the Milvus Lite database {path}: it is in use by another "
+                    f"process. {IN_USE_MESSAGE}"
+                ) from exc
+            _lite_lock_files[key] = lock_file
         _lite_users[key] = _lite_users.get(key, 0) + 1
 
 
 def _lite_release(path: str) -> None:
-    """pymilvus keeps a Milvus Lite database open for the whole process (and with it the
+    """pymilvus keeps a Milvus Lite server running for the whole process (and with it the
     file lock that keeps other processes out); stop it when its last user closes."""
     with _lite_lock:
-        key = os.path.abspath(path)
+        key = str(Path(path).resolve())
         left = _lite_users.get(key, 0) - 1
         if left > 0:
             _lite_users[key] = left
             return
         _lite_users.pop(key, None)
+        lock_file = _lite_lock_files.pop(key, None)
         try:
-            from milvus_lite.server_manager import server_manager_instance
-        except ImportError:
-            return
-        server_manager_instance.release_server(key)
+            try:
+                from milvus_lite.server_manager import server_manager_instance
+            except ImportError:
+                return
+            server_manager_instance.release_server(key)
+        finally:
+            if lock_file is not None:
+                lock_file.close()
 
 
 def _hit(h: dict[str, Any], *, cosine: bool) -> SearchHit:

@@ -15,7 +15,7 @@ from PIL import Image
 from mmsearch.config import Settings
 from mmsearch.errors import CaptionError
 from mmsearch.library import ImageSearch
-from mmsearch.store import PROP_DIM, PROP_MODEL, MilvusStore
+from mmsearch.store import MilvusStore, collection_marker
 
 CAPTIONS = {  # no word in common, so full-text search finds exactly one caption per query
     "astronaut.png": "astronaut spacesuit flag",
@@ -318,7 +318,10 @@ def _legacy_collection(store: MilvusStore, name: str, model_id: str, dim: int) -
     """A collection as mmsearch created them before captions: no caption fields."""
     from pymilvus import DataType, MilvusClient
 
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    description, properties = collection_marker(model_id, dim)
+    schema = MilvusClient.create_schema(
+        auto_id=False, enable_dynamic_field=False, description=description
+    )
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
     schema.add_field("path", DataType.VARCHAR, max_length=16384)
     schema.add_field("size", DataType.INT64)
@@ -332,7 +335,7 @@ def _legacy_collection(store: MilvusStore, name: str, model_id: str, dim: int) -
         schema=schema,
         index_params=index,
         consistency_level="Strong",
-        properties={PROP_MODEL: model_id, PROP_DIM: str(dim), "mmsearch.schema": "1"},
+        properties=properties,
     )
 
 

@@ -76,9 +76,14 @@ async def test_concurrent_searches_during_indexing_each_get_their_own_answer(
 
         index_window: list[float] = []
         search_ends: list[float] = []
+        connected: list[None] = []
+        all_connected = anyio.Event()
+        indexing_started = anyio.Event()
 
         async def index_job() -> None:
             async with Client(url) as client:
+                await all_connected.wait()
+                indexing_started.set()
                 index_window.append(time.perf_counter())
                 index_result.append(
                     await client.call_tool("index_images", {"paths": [str(background[0].parent)]})
@@ -87,6 +92,10 @@ async def test_concurrent_searches_during_indexing_each_get_their_own_answer(
 
         async def session(k: int) -> None:
             async with Client(url) as client:
+                connected.append(None)
+                if len(connected) == SESSIONS:
+                    all_connected.set()
+                await indexing_started.wait()
                 async with anyio.create_task_group() as tasks:
                     for j in range(SEARCHES_PER_SESSION):
                         tasks.start_soon(one_search, client, k * SEARCHES_PER_SESSION + j)

@@ -24,8 +24,9 @@ from mmsearch.errors import InvalidQueryError
 from mmsearch.filters import SearchFilter, quote_string, to_milvus_expr
 from mmsearch.store import MilvusStore, StoredRow
 
-ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+ESCAPES = {"\\": "\\", '"': '"'}
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Characters no literal may hold: Milvus Lite 2.x has no escape for newline or return."""
 
 
 def read_literal(text: str, start: int = 0) -> tuple[str, int]:
@@ -45,7 +46,7 @@ def read_literal(text: str, start: int = 0) -> tuple[str, int]:
             out.append(ESCAPES[nxt])
             i += 2
             continue
-        if ch in "\n\r\t" or CONTROL.match(ch):
+        if CONTROL.match(ch):
             raise ValueError("raw control character inside a literal")
         out.append(ch)
         i += 1
@@ -259,7 +260,8 @@ path_filters = st.one_of(
 
 
 @given(path_filters)
-@example(SearchFilter(path_prefix="/p/\n\\"))  # a trailing backslash is no separator on POSIX
+@example(SearchFilter(path_prefix="/p/\t\\"))  # a trailing backslash is no separator on POSIX
+@example(SearchFilter(path_glob="?*"))  # wildcards alone: Milvus Lite 2.5 matches nothing
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_milvus_selects_exactly_what_the_reference_selects(
     hostile_store: MilvusStore, flt: SearchFilter
@@ -267,7 +269,10 @@ def test_milvus_selects_exactly_what_the_reference_selects(
     try:
         expr = to_milvus_expr(flt)
     except InvalidQueryError as exc:
-        assert "backslash" in str(exc) or "control character" in str(exc)
+        assert any(
+            reason in str(exc)
+            for reason in ("backslash", "control character", "literal", "does not support ?")
+        ), exc
         return
     got = sorted(r.path for r in hostile_store.iter_records("h", expr))
     want = sorted(p for p in PATHS if reference(flt, p, {"tag": p.rsplit("/", 1)[-1]}))

@@ -193,7 +193,7 @@ def test_cancel_stops_between_batches_and_keeps_store_consistent(
 def test_hostile_file_names_are_indexed_and_found_literally(
     engine: ImageSearch, photo_dir: Path
 ) -> None:
-    names = ['a"b or 1==1.png', "back\\slash.png", "new\nline.png", "ünï 猫.png", "x%_y.png"]
+    names = ['a"b or 1==1.png', "back\\slash.png", "tab\there.png", "ünï 猫.png", "x%_y.png"]
     source = (photo_dir / "camera.png").read_bytes()
     hostile = photo_dir / "hostile"
     hostile.mkdir()
@@ -207,10 +207,11 @@ def test_hostile_file_names_are_indexed_and_found_literally(
     assert engine.index([hostile]).unchanged == len(names) - 1
 
 
+@pytest.mark.parametrize("name", ["bell\x07.png", "new\nline.png", "return\r.png"])
 def test_file_names_a_filter_cannot_express_are_reported(
-    engine: ImageSearch, photo_dir: Path
+    engine: ImageSearch, photo_dir: Path, name: str
 ) -> None:
-    odd = photo_dir / "bell\x07.png"
+    odd = photo_dir / name
     odd.write_bytes((photo_dir / "camera.png").read_bytes() + b"\0")
     report = engine.index([photo_dir])
     assert report.indexed == 5

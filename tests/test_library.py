@@ -142,6 +142,17 @@ def test_lite_database_path_must_end_in_db(tmp_path: Path) -> None:
         MilvusStore(str(tmp_path / "store.sqlite"))
 
 
+@pytest.mark.parametrize("name", ["my photos.db", "x" * 37 + ".db", "fotos-ü.db"])
+def test_lite_database_file_name_milvus_lite_refuses_is_a_clear_error(
+    tmp_path: Path, name: str
+) -> None:
+    from mmsearch.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="file name"):
+        MilvusStore(str(tmp_path / name))
+    assert not (tmp_path / name).exists()
+
+
 def test_data_survives_reopening_in_a_new_process(
     settings: Settings, photo_dir: Path, engine: ImageSearch, embedder_spec: str
 ) -> None:
