@@ -259,7 +259,7 @@ def _progress_bar(enabled: bool | None) -> _ProgressBar:
 @click.option("--top-k", "top_k", default=9, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON on stdout.")
 @click.option("--filter-path-prefix", help="Only images inside this folder.")
-@click.option("--filter-path-glob", help="Only paths matching this glob (* and ? wildcards).")
+@click.option("--filter-path-glob", help="Only paths matching this glob (* is any run of text).")
 @click.option("--filter-path-contains", help="Only paths containing this text.")
 @click.option("--filter-meta", multiple=True, metavar="KEY=VALUE", help="Metadata equality.")
 @click.option("--filter-mtime-min", type=float, help="Modified at or after (POSIX seconds).")
