@@ -37,6 +37,7 @@ from mmsearch import __version__
 from mmsearch.access import ensure_allowed, narrow_roots, resolve_roots
 from mmsearch.config import Settings
 from mmsearch.errors import AccessDeniedError, InvalidQueryError, MMSearchError, RerankError
+from mmsearch.filters import SearchFilter
 from mmsearch.types import CollectionStats, ImageRecord, IndexProgress, IndexReport, SearchHit
 
 if TYPE_CHECKING:
@@ -328,14 +329,8 @@ def create_server(
         ] = None,
         top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K, description="How many hits.")] = 9,
         filter: Annotated[
-            dict[str, Any] | None,
-            Field(
-                description=(
-                    "Restrict the hits. Keys: path_prefix, path_glob, path_contains, "
-                    "metadata (exact values), metadata_in (lists of values), mtime_min, "
-                    "mtime_max, size_min, size_max."
-                )
-            ),
+            SearchFilter | None,
+            Field(description="Restrict the hits; every condition given must hold."),
         ] = None,
         collection: Annotated[str | None, Field(description="Collection to search.")] = None,
         include_thumbnails: Annotated[
