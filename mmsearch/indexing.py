@@ -305,21 +305,23 @@ class _Run:
         if self.progress is not None:
             self.progress(IndexProgress(done=self.done, total=self.report.total, path=path))
 
-    def prepare(self, cand: _Candidate) -> _Prepared | FailedFile:
-        """Worker thread: read once, hash, decode, preprocess."""
+    def prepare(self, cand: _Candidate, *, embed: bool = True) -> _Prepared | FailedFile:
+        """Worker thread: read once, hash, decode, preprocess for the embedder (unless
+        ``embed`` is false: an unchanged file read again for its caption only)."""
         try:
             loaded = load_image_file(
                 cand.path,
                 max_bytes=self.settings.max_image_bytes,
                 max_pixels=self.settings.max_image_pixels,
             )
-            pixels = self.embedder.preprocess(loaded.image)
+            pixels = self.embedder.preprocess(loaded.image) if embed else None
             small = self._caption_image(loaded.image)
         except ImageDecodeError as exc:
             return FailedFile(path=cand.path, reason=_reason(exc, cand.path))
         except Exception as exc:  # one bad file must not stop the run
-            log.debug("preprocessing %s failed", cand.path, exc_info=True)
-            return FailedFile(path=cand.path, reason=f"cannot preprocess image: {exc}")
+            log.debug("preparing %s failed", cand.path, exc_info=True)
+            what = "preprocess" if embed else "read"
+            return FailedFile(path=cand.path, reason=f"cannot {what} image: {exc}")
         return _Prepared(cand=cand, sha256=loaded.sha256, pixels=pixels, image=small)
 
     def _caption_image(self, image: Image.Image) -> Image.Image | None:
@@ -330,19 +332,7 @@ class _Run:
         return caption_image(image)
 
     def prepare_caption(self, cand: _Candidate) -> _Prepared | FailedFile:
-        """Worker thread: an unchanged file read again for its caption only."""
-        try:
-            loaded = load_image_file(
-                cand.path,
-                max_bytes=self.settings.max_image_bytes,
-                max_pixels=self.settings.max_image_pixels,
-            )
-            small = self._caption_image(loaded.image)
-        except ImageDecodeError as exc:
-            return FailedFile(path=cand.path, reason=_reason(exc, cand.path))
-        except Exception as exc:
-            return FailedFile(path=cand.path, reason=f"cannot read image: {exc}")
-        return _Prepared(cand=cand, sha256=loaded.sha256, pixels=None, image=small)
+        return self.prepare(cand, embed=False)
 
     def add_captions(self, rows: list[StoredRow], images: list[Image.Image]) -> None:
         """Caption ``images`` and put each caption and its text embedding on its row; a
