@@ -25,6 +25,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 
 from mmsearch.config import Settings
 from mmsearch.errors import ConfigurationError, ModelLoadError
+from mmsearch.models import MODEL_BUILD_LOCK
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,8 @@ class TransformersVLM:
                 and model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
                 else AutoModelForImageTextToText
             )
-            model = auto.from_pretrained(name_or_path, dtype=dtype)
+            with MODEL_BUILD_LOCK:
+                model = auto.from_pretrained(name_or_path, dtype=dtype)
         except (OSError, ValueError, KeyError) as e:
             raise ModelLoadError(
                 f"cannot load the reranker model {name_or_path!r}: {e}. Set "

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mmsearch.errors import ModelLoadError
+from mmsearch.models import MODEL_BUILD_LOCK
 from mmsearch.models.phi3v.checkpoint import (
     DEFAULT_MODEL,
     check_keys,
@@ -63,11 +64,12 @@ def _parameters_on_meta() -> Iterator[None]:
             p = module._parameters[name]
             module._parameters[name] = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
 
-    nn.Module.register_parameter = register  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = original  # type: ignore[method-assign]
+    with MODEL_BUILD_LOCK:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            nn.Module.register_parameter = original  # type: ignore[method-assign]
 
 
 def build_model(

@@ -14,6 +14,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from mmsearch.errors import ConfigurationError, InvalidQueryError, ModelLoadError
+from mmsearch.models import MODEL_BUILD_LOCK
 from mmsearch.models.visual_bge.checkpoint import (
     ModelFiles,
     checkpoint_filter_fn,
@@ -281,7 +282,8 @@ def build_module(files: ModelFiles) -> tuple[VisualBGEModule, PreTrainedTokenize
     text_config = _load_text_config(files.text_dir)
     variant = VARIANTS.get(files.name)
     timm_model = variant.timm_model if variant else TIMM_MODEL_BY_TEXT_TYPE[text_config.model_type]
-    module = VisualBGEModule(vision, text_config, timm_model)
+    with MODEL_BUILD_LOCK:
+        module = VisualBGEModule(vision, text_config, timm_model)
     check_rope_tables(module, state)
     load_strict(module, checkpoint_filter_fn(state))
     tokenizer = _load_tokenizer(files.text_dir, int(text_config.vocab_size))
