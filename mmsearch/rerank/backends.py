@@ -26,6 +26,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 from mmsearch.config import Settings
 from mmsearch.errors import ConfigurationError, ModelLoadError
 from mmsearch.models import MODEL_BUILD_LOCK
+from mmsearch.models.devices import resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class TransformersVLM:
         self.eos_token_id = self._eos_ids[0]
 
     @classmethod
-    def load(cls, name_or_path: str, device: str, dtype: torch.dtype) -> TransformersVLM:
+    def load(cls, name_or_path: str, device: torch.device, dtype: torch.dtype) -> TransformersVLM:
         from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
         from transformers.models.auto.modeling_auto import (
             MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
@@ -249,7 +250,7 @@ class Phi3VisionVLM(TransformersVLM):
     """Its processor takes one conversation at a time."""
 
     @classmethod
-    def load(cls, name_or_path: str, device: str, dtype: torch.dtype) -> Phi3VisionVLM:
+    def load(cls, name_or_path: str, device: torch.device, dtype: torch.dtype) -> Phi3VisionVLM:
         try:
             from mmsearch.models.phi3v import load_phi3v
         except ImportError as e:
@@ -294,20 +295,6 @@ def detect_backend(name_or_path: str) -> Backend:
     return "transformers"
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return getattr(torch, dtype)
-
-
 _LOADED: dict[tuple[str, str, str, str], VisionLanguageModel] = {}
 _LOAD_LOCK = threading.Lock()
 _MODEL_LOCKS: dict[int, threading.Lock] = {}
@@ -320,6 +307,12 @@ def model_lock(model: VisionLanguageModel) -> threading.Lock:
         return _MODEL_LOCKS.setdefault(id(model), threading.Lock())
 
 
+def _half_precision(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 def load_vlm(settings: Settings) -> VisionLanguageModel:
     """The configured reranker model, loaded on first use and shared by the process."""
     device = resolve_device(settings.rerank_device)
@@ -329,7 +322,7 @@ def load_vlm(settings: Settings) -> VisionLanguageModel:
     key = (settings.rerank_model, backend, device, settings.dtype)
     with _LOAD_LOCK:
         if key not in _LOADED:
-            dtype = resolve_dtype(settings.dtype, device)
+            dtype = resolve_dtype(settings.dtype, device, accelerator=_half_precision(device))
             loader = {"phi3v": Phi3VisionVLM, "transformers": TransformersVLM}.get(backend)
             if loader is None:
                 raise ConfigurationError(f"unknown rerank backend {backend!r}")

@@ -13,6 +13,7 @@ from torch import nn
 
 from mmsearch.errors import ModelLoadError
 from mmsearch.models import MODEL_BUILD_LOCK
+from mmsearch.models.devices import DTYPES, resolve_device, resolve_dtype
 from mmsearch.models.phi3v.checkpoint import (
     DEFAULT_MODEL,
     check_keys,
@@ -26,30 +27,6 @@ from mmsearch.models.phi3v.modeling import Phi3VForCausalLM
 from mmsearch.models.phi3v.processing import Phi3VProcessor
 
 logger = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(
-    dtype: str | torch.dtype, device: torch.device, config_dtype: str | None
-) -> torch.dtype:
-    """``auto``: the checkpoint's dtype (bf16 for the official ones) on an accelerator,
-    float32 on the CPU."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        if device.type == "cpu":
-            return torch.float32
-        return _DTYPES.get(str(config_dtype), torch.bfloat16)
-    if dtype not in _DTYPES:
-        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
 
 
 @contextlib.contextmanager
@@ -105,7 +82,7 @@ def load_phi3v(
     files = checkpoint_files(ckpt_dir)
     cfg = parse_config(raw, read_shapes(files))
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
+    dt = resolve_dtype(dtype, dev, accelerator=DTYPES.get(str(cfg.torch_dtype), torch.bfloat16))
     cfg.text._attn_implementation = attn_implementation
     cfg.vision._attn_implementation = attn_implementation
     state = load_mapped_state_dict(files, dt, "cpu" if dev.type == "cpu" else dev)

@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
-from mmsearch.errors import ConfigurationError, InvalidQueryError, ModelLoadError
+from mmsearch.errors import InvalidQueryError, ModelLoadError
 from mmsearch.models import MODEL_BUILD_LOCK
+from mmsearch.models.devices import resolve_device, resolve_dtype
 from mmsearch.models.visual_bge.checkpoint import (
     ModelFiles,
     checkpoint_filter_fn,
@@ -32,39 +33,6 @@ from mmsearch.models.visual_bge.model import TEXT_MODELS, VisualBGEModule
 from mmsearch.models.visual_bge.preprocess import build_preprocess
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigurationError(f"unknown device {device!r}: {exc}") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError(f"device {device!r} asked for, but CUDA is not available")
-    return resolved
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``auto`` is half precision on an accelerator and float32 on the CPU (where
-    ``bfloat16`` is an opt-in: see :class:`VisualBGE`)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.float32 if device.type == "cpu" else torch.float16
-    try:
-        return _DTYPES[dtype]
-    except KeyError:
-        raise ConfigurationError(
-            f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}"
-        ) from None
 
 
 def load_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -306,7 +274,7 @@ def create_embedder(
     :class:`ModelLoadError` when the files cannot be had or do not fit together.
     """
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
+    torch_dtype = resolve_dtype(dtype, torch_device, accelerator=torch.float16)
     files = resolve_model_files(name_or_path, cache_dir=cache_dir)
     module, tokenizer = build_module(files)
     model_id = f"visualized-bge/{files.name}@{checkpoint_fingerprint(files.checkpoint)}"

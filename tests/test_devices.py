@@ -1,0 +1,40 @@
+"""The device and dtype settings mean the same thing for every model family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmsearch.errors import ConfigurationError
+from mmsearch.models.devices import resolve_device, resolve_dtype
+
+CPU = torch.device("cpu")
+CUDA = torch.device("cuda")
+
+
+def test_auto_dtype_is_float32_on_the_cpu_and_the_family_half_precision_elsewhere() -> None:
+    assert resolve_dtype("auto", CPU, accelerator=torch.bfloat16) is torch.float32
+    assert resolve_dtype("auto", CUDA, accelerator=torch.bfloat16) is torch.bfloat16
+    assert resolve_dtype("auto", CUDA, accelerator=torch.float16) is torch.float16
+
+
+def test_named_dtypes_are_taken_as_given() -> None:
+    assert resolve_dtype("bfloat16", CPU, accelerator=torch.float16) is torch.bfloat16
+    assert resolve_dtype(torch.float16, CPU, accelerator=torch.float16) is torch.float16
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float64", "half", ""])
+def test_other_dtypes_are_a_configuration_error(dtype: str) -> None:
+    with pytest.raises(ConfigurationError, match="unknown dtype"):
+        resolve_dtype(dtype, CPU, accelerator=torch.float16)
+
+
+def test_unknown_device_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="unknown device"):
+        resolve_device("gpu0")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="CUDA is not available"):
+        resolve_device("cuda")
