@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmsearch.errors import ConfigurationError
-from mmsearch.models.devices import resolve_device, resolve_dtype
+from mmsearch.models.devices import native_bfloat16_cpu, resolve_device, resolve_dtype
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
@@ -38,3 +38,20 @@ def test_unknown_device_is_a_configuration_error() -> None:
 def test_cuda_without_cuda_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="CUDA is not available"):
         resolve_device("cuda")
+
+
+def test_auto_on_the_cpu_is_what_the_model_family_asks_for() -> None:
+    assert resolve_dtype("auto", CPU, accelerator=torch.float16, cpu=torch.bfloat16) is torch.bfloat16
+    assert resolve_dtype("auto", CUDA, accelerator=torch.float16, cpu=torch.bfloat16) is torch.float16
+    assert resolve_dtype("float32", CPU, accelerator=torch.float16, cpu=torch.bfloat16) is torch.float32
+
+
+def test_native_bfloat16_follows_the_cpu_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert native_bfloat16_cpu() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert native_bfloat16_cpu() is True
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert native_bfloat16_cpu() is False

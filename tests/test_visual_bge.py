@@ -23,6 +23,7 @@ from mmsearch.models.visual_bge import (
     create_embedder,
 )
 from mmsearch.models.visual_bge import checkpoint as checkpoint_module
+from mmsearch.models.visual_bge import embedder as embedder_module
 from mmsearch.models.visual_bge.embedder import load_strict
 from mmsearch.testing.tiny import write_tiny_visual_bge
 
@@ -51,7 +52,7 @@ def tiny_dir(tiny_checkpoints: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def embedder(tiny_dir: Path) -> VisualBGE:
-    return create_embedder(tiny_dir, device="cpu")
+    return create_embedder(tiny_dir, device="cpu", dtype="float32")
 
 
 @pytest.fixture
@@ -377,14 +378,40 @@ def test_images_alone_embed_as_images_with_the_empty_text(embedder: VisualBGE, p
     )
 
 
-def test_bfloat16_on_the_cpu_keeps_float32_weights_and_stays_close(tiny_dir: Path, photos) -> None:
+def test_bfloat16_on_the_cpu_is_mixed_precision_and_stays_close(tiny_dir: Path, photos) -> None:
     reference = create_embedder(tiny_dir, device="cpu", dtype="float32")
     mixed = create_embedder(tiny_dir, device="cpu", dtype="bfloat16")
     assert mixed.autocast and mixed.dtype == torch.bfloat16
-    assert all(p.dtype == torch.float32 for p in mixed.module.parameters())
+    for name, module in mixed.module.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            expected = torch.bfloat16 if isinstance(module, torch.nn.Linear) else torch.float32
+            assert weight.dtype == expected, name  # norms, embeddings, patch conv stay float32
     images = list(photos.values())
     for kwargs in ({"texts": TEXTS}, {"images": images}, {"texts": TEXTS, "images": images}):
         got, ref = mixed.encode(**kwargs), reference.encode(**kwargs)
         assert got.dtype == np.float32
         assert float((got * ref).sum(1).min()) > 0.999
         assert np.abs(got - ref).max() > 0  # bfloat16 products did run
+
+
+def test_bfloat16_weight_storage_loses_nothing_autocast_would_keep(tiny_dir: Path, photos) -> None:
+    """Storing the linear weights in bfloat16 gives bit for bit what autocast over float32
+    weights gives: it casts them to bfloat16 for every product anyway."""
+    mixed = create_embedder(tiny_dir, device="cpu", dtype="bfloat16")
+    float32_weights = create_embedder(tiny_dir, device="cpu", dtype="float32")
+    float32_weights.autocast = True
+    images = list(photos.values())
+    for kwargs in ({"texts": TEXTS}, {"images": images}, {"texts": TEXTS, "images": images}):
+        np.testing.assert_array_equal(mixed.encode(**kwargs), float32_weights.encode(**kwargs))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_on_the_cpu_is_bfloat16_only_where_the_cpu_has_it(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    monkeypatch.setattr(embedder_module, "native_bfloat16_cpu", lambda: native)
+    built = create_embedder(tiny_dir, device="cpu")
+    assert built.dtype == (torch.bfloat16 if native else torch.float32)
+    assert built.autocast is native
+    assert create_embedder(tiny_dir, device="cpu", dtype="float32").dtype == torch.float32

@@ -28,15 +28,33 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+def native_bfloat16_cpu() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (x86 AVX512-BF16 or AMX), so
+    that bfloat16 products run about twice as fast as float32 ones rather than slower."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError:  # pragma: no cover - a torch build without the probe's backend
+            continue
+    return False
+
+
 def resolve_dtype(
-    dtype: str | torch.dtype, device: torch.device, *, accelerator: torch.dtype
+    dtype: str | torch.dtype,
+    device: torch.device,
+    *,
+    accelerator: torch.dtype,
+    cpu: torch.dtype = torch.float32,
 ) -> torch.dtype:
-    """``auto`` is float32 on the CPU and ``accelerator`` (the model family's half
-    precision) elsewhere; otherwise one of :data:`DTYPES`."""
+    """``auto`` is ``cpu`` on the CPU (float32 unless the model family says otherwise) and
+    ``accelerator`` (the model family's half precision) elsewhere; otherwise one of
+    :data:`DTYPES`."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        return torch.float32 if device.type == "cpu" else accelerator
+        return cpu if device.type == "cpu" else accelerator
     try:
         return DTYPES[dtype]
     except KeyError:

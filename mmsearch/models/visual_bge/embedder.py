@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from PIL import Image
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from mmsearch.errors import InvalidQueryError, ModelLoadError
 from mmsearch.models import MODEL_BUILD_LOCK
-from mmsearch.models.devices import resolve_device, resolve_dtype
+from mmsearch.models.devices import native_bfloat16_cpu, resolve_device, resolve_dtype
 from mmsearch.models.visual_bge.checkpoint import (
     ModelFiles,
     checkpoint_filter_fn,
@@ -119,11 +120,13 @@ class VisualBGE:
     between [CLS] and [SEP]; image+text puts the image tokens between [CLS] and the text.
     Each input gets the [CLS] state, L2-normalised.
 
-    ``bfloat16`` on the CPU is mixed precision: the weights stay float32 and matrix
-    products run in bfloat16 under :func:`torch.autocast`, while norms, softmax and the
-    residual stream stay float32. On CPUs with native bfloat16 (AVX512-BF16, AMX) that is
-    about twice as fast as float32 and closer to it (cosine >= 0.9999 on photos) than
-    casting the weights, which is also slower there. Elsewhere ``dtype`` casts the weights.
+    ``bfloat16`` on the CPU is mixed precision: matrix products run in bfloat16 under
+    :func:`torch.autocast` (the linear layers' weights are stored in bfloat16, which is
+    what autocast would cast them to on every call), while norms, softmax, the patch
+    embedding and the residual stream stay float32. On CPUs with native bfloat16
+    (AVX512-BF16, AMX) that is about twice as fast as float32 and closer to it (cosine
+    >= 0.9999 on photos) than casting the whole model, which is also slower there; it is
+    the default on such CPUs. Elsewhere ``dtype`` casts the weights.
     """
 
     def __init__(
@@ -138,6 +141,10 @@ class VisualBGE:
         self.autocast = device.type == "cpu" and dtype == torch.bfloat16
         weight_dtype = torch.float32 if self.autocast else dtype
         self.module = module.to(device=device, dtype=weight_dtype).eval()
+        if self.autocast:
+            for layer in self.module.modules():
+                if isinstance(layer, nn.Linear):
+                    layer.to(torch.bfloat16)
         self._input_dtype = weight_dtype
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -274,7 +281,12 @@ def create_embedder(
     :class:`ModelLoadError` when the files cannot be had or do not fit together.
     """
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device, accelerator=torch.float16)
+    torch_dtype = resolve_dtype(
+        dtype,
+        torch_device,
+        accelerator=torch.float16,
+        cpu=torch.bfloat16 if native_bfloat16_cpu() else torch.float32,
+    )
     files = resolve_model_files(name_or_path, cache_dir=cache_dir)
     module, tokenizer = build_module(files)
     model_id = f"visualized-bge/{files.name}@{checkpoint_fingerprint(files.checkpoint)}"
