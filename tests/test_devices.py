@@ -41,9 +41,10 @@ def test_cuda_without_cuda_is_a_configuration_error() -> None:
 
 
 def test_auto_on_the_cpu_is_what_the_model_family_asks_for() -> None:
-    assert resolve_dtype("auto", CPU, accelerator=torch.float16, cpu=torch.bfloat16) is torch.bfloat16
-    assert resolve_dtype("auto", CUDA, accelerator=torch.float16, cpu=torch.bfloat16) is torch.float16
-    assert resolve_dtype("float32", CPU, accelerator=torch.float16, cpu=torch.bfloat16) is torch.float32
+    half, bf16 = torch.float16, torch.bfloat16
+    assert resolve_dtype("auto", CPU, accelerator=half, cpu=bf16) is torch.bfloat16
+    assert resolve_dtype("auto", CUDA, accelerator=half, cpu=bf16) is torch.float16
+    assert resolve_dtype("float32", CPU, accelerator=half, cpu=bf16) is torch.float32
 
 
 def test_native_bfloat16_follows_the_cpu_probes(monkeypatch: pytest.MonkeyPatch) -> None:

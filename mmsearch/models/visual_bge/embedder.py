@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from PIL import Image
+from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from mmsearch.errors import InvalidQueryError, ModelLoadError
