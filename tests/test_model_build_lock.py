@@ -7,13 +7,16 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from mmsearch.models.phi3v.loader import _parameters_on_meta
+from torch import nn
+
+from mmsearch.models import parameters_on_meta
 from mmsearch.models.visual_bge import create_embedder
 
 
 def test_embedder_built_while_phi3v_is_being_built_gets_real_parameters(
     tiny_checkpoints: Path,
 ) -> None:
+    original = nn.Module.register_parameter
     built: list[object] = []
     errors: list[BaseException] = []
 
@@ -23,7 +26,7 @@ def test_embedder_built_while_phi3v_is_being_built_gets_real_parameters(
         except BaseException as exc:  # reported below
             errors.append(exc)
 
-    with _parameters_on_meta():
+    with parameters_on_meta():
         worker = threading.Thread(target=build)
         worker.start()
         worker.join(timeout=2.0)
@@ -33,3 +36,6 @@ def test_embedder_built_while_phi3v_is_being_built_gets_real_parameters(
     assert not errors, errors
     embedder = built[0]
     assert not any(p.is_meta for p in embedder.module.parameters())
+    # the embedder is itself built storage-less: the thread that waited must not have
+    # taken the other's patch for the original and left it in place
+    assert nn.Module.register_parameter is original

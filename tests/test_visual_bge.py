@@ -164,6 +164,18 @@ def test_official_layout_checkpoint_loads_as_an_embedder(embedder: VisualBGE) ->
     assert embedder.dtype == torch.float32
 
 
+def test_every_parameter_and_buffer_holds_the_checkpoint_s_tensor(
+    embedder: VisualBGE, tiny_dir: Path
+) -> None:
+    """Parameters are built without initial values; each must then hold the checkpoint's."""
+    mapped = checkpoint_filter_fn(torch.load(tiny_dir / CKPT, weights_only=True))
+    loaded = embedder.module.state_dict()
+    assert set(loaded) == set(mapped)
+    for key, tensor in mapped.items():
+        assert torch.equal(loaded[key], tensor.to(loaded[key].dtype)), key
+    assert not any(p.is_meta for p in embedder.module.parameters())
+
+
 def test_model_id_names_the_variant_and_the_weights(embedder: VisualBGE) -> None:
     assert re.fullmatch(r"visualized-bge/base_en_v1\.5@[0-9a-f]{12}", embedder.model_id)
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from mmsearch.errors import ModelLoadError
-from mmsearch.models import MODEL_BUILD_LOCK
+from mmsearch.models import parameters_on_meta
 from mmsearch.models.devices import DTYPES, resolve_device, resolve_dtype
 from mmsearch.models.phi3v.checkpoint import (
     DEFAULT_MODEL,
@@ -29,32 +26,12 @@ from mmsearch.models.phi3v.processing import Phi3VProcessor
 logger = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    """Create parameters without storage (they are replaced by the checkpoint's tensors)
-    while buffers such as rotary frequencies are computed normally."""
-    original = nn.Module.register_parameter
-
-    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        original(module, name, param)
-        if param is not None:
-            p = module._parameters[name]
-            module._parameters[name] = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
-
-    with MODEL_BUILD_LOCK:
-        nn.Module.register_parameter = register  # type: ignore[method-assign]
-        try:
-            yield
-        finally:
-            nn.Module.register_parameter = original  # type: ignore[method-assign]
-
-
 def build_model(
     cfg: Phi3VConfig, state_dict: dict[str, torch.Tensor], where: str
 ) -> Phi3VForCausalLM:
     """Our model holding exactly the given weights; any missing or unexpected key raises
     :class:`ModelLoadError`."""
-    with _parameters_on_meta():
+    with parameters_on_meta():
         model = Phi3VForCausalLM(cfg)
     check_keys((k for k, _ in model.named_parameters()), state_dict, where)
     model.load_state_dict(state_dict, strict=False, assign=True)

@@ -15,7 +15,7 @@ from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from mmsearch.errors import InvalidQueryError, ModelLoadError
-from mmsearch.models import MODEL_BUILD_LOCK
+from mmsearch.models import allocate_parameters, parameters_on_meta
 from mmsearch.models.devices import native_bfloat16_cpu, resolve_device, resolve_dtype
 from mmsearch.models.visual_bge.checkpoint import (
     ModelFiles,
@@ -257,8 +257,9 @@ def build_module(files: ModelFiles) -> tuple[VisualBGEModule, PreTrainedTokenize
     text_config = _load_text_config(files.text_dir)
     variant = VARIANTS.get(files.name)
     timm_model = variant.timm_model if variant else TIMM_MODEL_BY_TEXT_TYPE[text_config.model_type]
-    with MODEL_BUILD_LOCK:
+    with parameters_on_meta():
         module = VisualBGEModule(vision, text_config, timm_model)
+    allocate_parameters(module)
     check_rope_tables(module, state)
     load_strict(module, checkpoint_filter_fn(state))
     tokenizer = _load_tokenizer(files.text_dir, int(text_config.vocab_size))
