@@ -140,11 +140,8 @@ class VisualBGE:
     ) -> None:
         self.autocast = device.type == "cpu" and dtype == torch.bfloat16
         weight_dtype = torch.float32 if self.autocast else dtype
-        self.module = module.to(device=device, dtype=weight_dtype).eval()
-        if self.autocast:
-            for layer in self.module.modules():
-                if isinstance(layer, nn.Linear):
-                    layer.to(torch.bfloat16)
+        self.module = module.to(device=device).eval()
+        set_precision(self.module, weight_dtype, dtype)
         self._input_dtype = weight_dtype
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -250,8 +247,31 @@ class VisualBGE:
         return out
 
 
-def build_module(files: ModelFiles) -> tuple[VisualBGEModule, PreTrainedTokenizerBase]:
-    """Read a checkpoint and its text files into a loaded module (on the CPU, float32)."""
+def set_precision(
+    module: nn.Module, dtype: torch.dtype, linear_dtype: torch.dtype, *, buffers: bool = True
+) -> None:
+    """Linear layers' parameters in ``linear_dtype``, every other floating parameter (and,
+    with ``buffers``, floating buffer) in ``dtype``; tensors already right are left alone,
+    so no transient copy is made of them."""
+    for layer in module.modules():
+        target = linear_dtype if isinstance(layer, nn.Linear) else dtype
+        for name, param in list(layer.named_parameters(recurse=False)):
+            if param.is_floating_point() and param.dtype != target:
+                converted = param.detach().to(target)
+                setattr(layer, name, nn.Parameter(converted, requires_grad=param.requires_grad))
+        for name, buffer in list(layer.named_buffers(recurse=False)) if buffers else []:
+            if buffer.is_floating_point() and buffer.dtype != dtype:
+                setattr(layer, name, buffer.to(dtype))
+
+
+def build_module(
+    files: ModelFiles,
+    dtype: torch.dtype = torch.float32,
+    linear_dtype: torch.dtype | None = None,
+) -> tuple[VisualBGEModule, PreTrainedTokenizerBase]:
+    """Read a checkpoint and its text files into a loaded module on the CPU, its
+    parameters in ``dtype`` (the linear layers' in ``linear_dtype``, default ``dtype``),
+    allocated in that precision and filled from the checkpoint once."""
     state = load_official_state_dict(files.checkpoint)
     vision = VisionConfig.from_state_dict(state)
     text_config = _load_text_config(files.text_dir)
@@ -259,6 +279,7 @@ def build_module(files: ModelFiles) -> tuple[VisualBGEModule, PreTrainedTokenize
     timm_model = variant.timm_model if variant else TIMM_MODEL_BY_TEXT_TYPE[text_config.model_type]
     with parameters_on_meta():
         module = VisualBGEModule(vision, text_config, timm_model)
+    set_precision(module, dtype, linear_dtype or dtype, buffers=False)
     allocate_parameters(module)
     check_rope_tables(module, state)
     load_strict(module, checkpoint_filter_fn(state))
@@ -289,7 +310,8 @@ def create_embedder(
         cpu=torch.bfloat16 if native_bfloat16_cpu() else torch.float32,
     )
     files = resolve_model_files(name_or_path, cache_dir=cache_dir)
-    module, tokenizer = build_module(files)
+    mixed = torch_device.type == "cpu" and torch_dtype == torch.bfloat16
+    module, tokenizer = build_module(files, torch.float32 if mixed else torch_dtype, torch_dtype)
     model_id = f"visualized-bge/{files.name}@{checkpoint_fingerprint(files.checkpoint)}"
     log.info("loaded %s from %s on %s (%s)", model_id, files.checkpoint, torch_device, torch_dtype)
     return VisualBGE(module, tokenizer, model_id, torch_device, torch_dtype, batch_size=batch_size)
