@@ -42,11 +42,11 @@ class Settings(BaseSettings):
     """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
 
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    """``auto``: half precision on a GPU; on the CPU, the embedder runs bfloat16 mixed
-    precision where the CPU has native bfloat16 (AVX512-BF16, AMX) and float32 elsewhere,
-    the reranker float32. ``bfloat16`` on the CPU is mixed precision for the embedder
-    (bfloat16 matrix products, float32 norms and residual stream): about twice as fast as
-    float32 on such CPUs, cosine >= 0.9999 to float32. ``float32`` for full precision."""
+    """``auto``: half precision on a GPU; bfloat16 on a CPU with native bfloat16
+    (AVX512-BF16, AMX), float32 on other CPUs. ``bfloat16`` on the CPU is mixed precision
+    for the embedder (bfloat16 matrix products, float32 norms and residual stream): about
+    twice as fast as float32 on such CPUs, cosine >= 0.9999 to float32. The reranker casts
+    its weights. ``float32`` for full precision."""
 
     batch_size: int = Field(default=16, ge=1, le=4096)
 

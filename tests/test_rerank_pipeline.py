@@ -284,3 +284,25 @@ def test_phi3v_is_what_the_default_settings_load(tiny_phi3v_dir, candidate_image
     settings = Settings(rerank_model=str(tiny_phi3v_dir), rerank_device="cpu")
     assert isinstance(load_vlm(settings), Phi3VisionVLM)
     assert Settings().rerank_model == "microsoft/Phi-3-vision-128k-instruct"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_reranker_on_the_cpu_is_bfloat16_only_where_the_cpu_has_it(
+    tiny_phi3v_dir, candidate_images, single_thread_torch, monkeypatch, native
+) -> None:  # noqa: ANN001
+    from mmsearch.rerank import backends
+
+    monkeypatch.setattr(backends, "native_bfloat16_cpu", lambda: native)
+    monkeypatch.setattr(backends, "_LOADED", {})
+    settings = Settings(
+        rerank_model=str(tiny_phi3v_dir), rerank_device="cpu", rerank_reason_max_chars=8
+    )
+    vlm = load_vlm(settings)
+    expected = torch.bfloat16 if native else torch.float32
+    assert {p.dtype for p in vlm.model.parameters()} == {expected}
+    ids = ["a", "b", "c", "d"]
+    result = _reranker(vlm).rerank(
+        _candidates(ids, candidate_images), text="red", image=candidate_images[0]
+    )
+    assert result.reranked, result.note
+    assert sorted(result.ids) == ids
