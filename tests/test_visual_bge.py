@@ -407,6 +407,18 @@ def test_bfloat16_on_the_cpu_is_mixed_precision_and_stays_close(tiny_dir: Path, 
         assert np.abs(got - ref).max() > 0  # bfloat16 products did run
 
 
+def test_float16_casts_every_weight_and_buffer_and_stays_close(tiny_dir: Path, photos) -> None:
+    """The precision a GPU gets by default, exercised on the CPU: a plain cast."""
+    reference = create_embedder(tiny_dir, device="cpu", dtype="float32")
+    half = create_embedder(tiny_dir, device="cpu", dtype="float16")
+    assert not half.autocast
+    assert {p.dtype for p in half.module.parameters()} == {torch.float16}
+    assert {b.dtype for b in half.module.buffers() if b.is_floating_point()} == {torch.float16}
+    images = list(photos.values())
+    got, ref = half.encode(texts=TEXTS, images=images), reference.encode(texts=TEXTS, images=images)
+    assert float((got * ref).sum(1).min()) > 0.999
+
+
 def test_bfloat16_weight_storage_loses_nothing_autocast_would_keep(tiny_dir: Path, photos) -> None:
     """Storing the linear weights in bfloat16 gives bit for bit what autocast over float32
     weights gives: it casts them to bfloat16 for every product anyway."""
