@@ -6,16 +6,23 @@ import pytest
 import torch
 
 from mmsearch.errors import ConfigurationError
+from mmsearch.models import devices
 from mmsearch.models.devices import native_bfloat16_cpu, resolve_device, resolve_dtype
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
 
 
-def test_auto_dtype_is_float32_on_the_cpu_and_the_family_half_precision_elsewhere() -> None:
-    assert resolve_dtype("auto", CPU, accelerator=torch.bfloat16) is torch.float32
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_the_family_half_precision_on_a_gpu_and_bfloat16_only_on_able_cpus(
+    monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    monkeypatch.setattr(devices, "native_bfloat16_cpu", lambda: native)
+    on_cpu = torch.bfloat16 if native else torch.float32
+    assert resolve_dtype("auto", CPU, accelerator=torch.float16) is on_cpu
     assert resolve_dtype("auto", CUDA, accelerator=torch.bfloat16) is torch.bfloat16
     assert resolve_dtype("auto", CUDA, accelerator=torch.float16) is torch.float16
+    assert resolve_dtype("float32", CPU, accelerator=torch.float16) is torch.float32
 
 
 def test_named_dtypes_are_taken_as_given() -> None:
@@ -38,13 +45,6 @@ def test_unknown_device_is_a_configuration_error() -> None:
 def test_cuda_without_cuda_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="CUDA is not available"):
         resolve_device("cuda")
-
-
-def test_auto_on_the_cpu_is_what_the_model_family_asks_for() -> None:
-    half, bf16 = torch.float16, torch.bfloat16
-    assert resolve_dtype("auto", CPU, accelerator=half, cpu=bf16) is torch.bfloat16
-    assert resolve_dtype("auto", CUDA, accelerator=half, cpu=bf16) is torch.float16
-    assert resolve_dtype("float32", CPU, accelerator=half, cpu=bf16) is torch.float32
 
 
 def test_native_bfloat16_follows_the_cpu_probes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -290,9 +290,10 @@ def test_phi3v_is_what_the_default_settings_load(tiny_phi3v_dir, candidate_image
 def test_reranker_on_the_cpu_is_bfloat16_only_where_the_cpu_has_it(
     tiny_phi3v_dir, candidate_images, single_thread_torch, monkeypatch, native
 ) -> None:  # noqa: ANN001
+    from mmsearch.models import devices
     from mmsearch.rerank import backends
 
-    monkeypatch.setattr(backends, "native_bfloat16_cpu", lambda: native)
+    monkeypatch.setattr(devices, "native_bfloat16_cpu", lambda: native)
     monkeypatch.setattr(backends, "_LOADED", {})
     settings = Settings(
         rerank_model=str(tiny_phi3v_dir), rerank_device="cpu", rerank_reason_max_chars=8

@@ -15,6 +15,7 @@ from transformers import BertConfig
 
 from mmsearch.embedding import ImageTextEmbedder
 from mmsearch.errors import InvalidQueryError, ModelLoadError
+from mmsearch.models import devices
 from mmsearch.models.visual_bge import (
     VisionConfig,
     VisualBGE,
@@ -23,7 +24,6 @@ from mmsearch.models.visual_bge import (
     create_embedder,
 )
 from mmsearch.models.visual_bge import checkpoint as checkpoint_module
-from mmsearch.models.visual_bge import embedder as embedder_module
 from mmsearch.models.visual_bge.embedder import load_strict
 from mmsearch.testing.tiny import write_tiny_visual_bge
 
@@ -434,7 +434,7 @@ def test_bfloat16_weight_storage_loses_nothing_autocast_would_keep(tiny_dir: Pat
 def test_auto_dtype_on_the_cpu_is_bfloat16_only_where_the_cpu_has_it(
     tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, native: bool
 ) -> None:
-    monkeypatch.setattr(embedder_module, "native_bfloat16_cpu", lambda: native)
+    monkeypatch.setattr(devices, "native_bfloat16_cpu", lambda: native)
     built = create_embedder(tiny_dir, device="cpu")
     assert built.dtype == (torch.bfloat16 if native else torch.float32)
     assert built.autocast is native

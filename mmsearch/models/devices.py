@@ -42,19 +42,17 @@ def native_bfloat16_cpu() -> bool:
 
 
 def resolve_dtype(
-    dtype: str | torch.dtype,
-    device: torch.device,
-    *,
-    accelerator: torch.dtype,
-    cpu: torch.dtype = torch.float32,
+    dtype: str | torch.dtype, device: torch.device, *, accelerator: torch.dtype
 ) -> torch.dtype:
-    """``auto`` is ``cpu`` on the CPU (float32 unless the model family says otherwise) and
-    ``accelerator`` (the model family's half precision) elsewhere; otherwise one of
-    :data:`DTYPES`."""
+    """``auto`` is ``accelerator`` (the model family's half precision) on a GPU; on the
+    CPU, bfloat16 where it multiplies bfloat16 natively (:func:`native_bfloat16_cpu`)
+    and float32 elsewhere. Otherwise one of :data:`DTYPES`."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        return cpu if device.type == "cpu" else accelerator
+        if device.type != "cpu":
+            return accelerator
+        return torch.bfloat16 if native_bfloat16_cpu() else torch.float32
     try:
         return DTYPES[dtype]
     except KeyError:

@@ -26,7 +26,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 from mmsearch.config import Settings
 from mmsearch.errors import ConfigurationError, ModelLoadError
 from mmsearch.models import MODEL_BUILD_LOCK
-from mmsearch.models.devices import native_bfloat16_cpu, resolve_device, resolve_dtype
+from mmsearch.models.devices import resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -322,12 +322,7 @@ def load_vlm(settings: Settings) -> VisionLanguageModel:
     key = (settings.rerank_model, backend, device, settings.dtype)
     with _LOAD_LOCK:
         if key not in _LOADED:
-            dtype = resolve_dtype(
-                settings.dtype,
-                device,
-                accelerator=_half_precision(device),
-                cpu=torch.bfloat16 if native_bfloat16_cpu() else torch.float32,
-            )
+            dtype = resolve_dtype(settings.dtype, device, accelerator=_half_precision(device))
             loader = {"phi3v": Phi3VisionVLM, "transformers": TransformersVLM}.get(backend)
             if loader is None:
                 raise ConfigurationError(f"unknown rerank backend {backend!r}")

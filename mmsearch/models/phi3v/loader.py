@@ -10,7 +10,7 @@ import torch
 
 from mmsearch.errors import ModelLoadError
 from mmsearch.models import parameters_on_meta
-from mmsearch.models.devices import DTYPES, native_bfloat16_cpu, resolve_device, resolve_dtype
+from mmsearch.models.devices import DTYPES, resolve_device, resolve_dtype
 from mmsearch.models.phi3v.checkpoint import (
     DEFAULT_MODEL,
     check_keys,
@@ -59,13 +59,7 @@ def load_phi3v(
     files = checkpoint_files(ckpt_dir)
     cfg = parse_config(raw, read_shapes(files))
     dev = resolve_device(device)
-    half = DTYPES.get(str(cfg.torch_dtype), torch.bfloat16)
-    dt = resolve_dtype(
-        dtype,
-        dev,
-        accelerator=half,
-        cpu=torch.bfloat16 if native_bfloat16_cpu() else torch.float32,
-    )
+    dt = resolve_dtype(dtype, dev, accelerator=DTYPES.get(str(cfg.torch_dtype), torch.bfloat16))
     cfg.text._attn_implementation = attn_implementation
     cfg.vision._attn_implementation = attn_implementation
     state = load_mapped_state_dict(files, dt, "cpu" if dev.type == "cpu" else dev)

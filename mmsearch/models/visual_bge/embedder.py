@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from mmsearch.errors import InvalidQueryError, ModelLoadError
 from mmsearch.models import allocate_parameters, parameters_on_meta
-from mmsearch.models.devices import native_bfloat16_cpu, resolve_device, resolve_dtype
+from mmsearch.models.devices import resolve_device, resolve_dtype
 from mmsearch.models.visual_bge.checkpoint import (
     ModelFiles,
     checkpoint_filter_fn,
@@ -139,9 +139,9 @@ class VisualBGE:
         batch_size: int = 16,
     ) -> None:
         self.autocast = device.type == "cpu" and dtype == torch.bfloat16
-        weight_dtype = torch.float32 if self.autocast else dtype
+        weight_dtype, linear_dtype = storage_dtypes(device, dtype)
         self.module = module.to(device=device).eval()
-        set_precision(self.module, weight_dtype, dtype)
+        set_precision(self.module, weight_dtype, linear_dtype)
         self._input_dtype = weight_dtype
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -247,6 +247,15 @@ class VisualBGE:
         return out
 
 
+def storage_dtypes(device: torch.device, dtype: torch.dtype) -> tuple[torch.dtype, torch.dtype]:
+    """The dtypes the weights are kept in for running in ``dtype`` on ``device``: (every
+    other parameter, linear layers). bfloat16 on the CPU is mixed precision: float32 but
+    for the linear layers' weights; anything else is one dtype throughout."""
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        return torch.float32, torch.bfloat16
+    return dtype, dtype
+
+
 def set_precision(
     module: nn.Module, dtype: torch.dtype, linear_dtype: torch.dtype, *, buffers: bool = True
 ) -> None:
@@ -270,8 +279,9 @@ def build_module(
     linear_dtype: torch.dtype | None = None,
 ) -> tuple[VisualBGEModule, PreTrainedTokenizerBase]:
     """Read a checkpoint and its text files into a loaded module on the CPU, its
-    parameters in ``dtype`` (the linear layers' in ``linear_dtype``, default ``dtype``),
-    allocated in that precision and filled from the checkpoint once."""
+    parameters in ``dtype`` (the linear layers' in ``linear_dtype``, default ``dtype``;
+    see :func:`storage_dtypes`), allocated in that precision and filled from the
+    checkpoint once."""
     state = load_official_state_dict(files.checkpoint)
     vision = VisionConfig.from_state_dict(state)
     text_config = _load_text_config(files.text_dir)
@@ -303,15 +313,9 @@ def create_embedder(
     :class:`ModelLoadError` when the files cannot be had or do not fit together.
     """
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(
-        dtype,
-        torch_device,
-        accelerator=torch.float16,
-        cpu=torch.bfloat16 if native_bfloat16_cpu() else torch.float32,
-    )
+    torch_dtype = resolve_dtype(dtype, torch_device, accelerator=torch.float16)
     files = resolve_model_files(name_or_path, cache_dir=cache_dir)
-    mixed = torch_device.type == "cpu" and torch_dtype == torch.bfloat16
-    module, tokenizer = build_module(files, torch.float32 if mixed else torch_dtype, torch_dtype)
+    module, tokenizer = build_module(files, *storage_dtypes(torch_device, torch_dtype))
     model_id = f"visualized-bge/{files.name}@{checkpoint_fingerprint(files.checkpoint)}"
     log.info("loaded %s from %s on %s (%s)", model_id, files.checkpoint, torch_device, torch_dtype)
     return VisualBGE(module, tokenizer, model_id, torch_device, torch_dtype, batch_size=batch_size)
