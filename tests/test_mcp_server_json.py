@@ -10,7 +10,8 @@ import mmsearch
 from mmsearch.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = REPO_ROOT.parent / "shared" / "schemas" / "mcp-server.schema.json"
+# The registry's schema, carried in the repository so the tests need nothing beside a clone.
+SCHEMA = REPO_ROOT / "schemas" / "server.schema.json"
 
 
 @pytest.fixture
@@ -18,12 +19,41 @@ def server_json() -> dict:
     return json.loads((REPO_ROOT / "server.json").read_text())
 
 
-def test_server_json_is_valid_against_the_registry_schema(server_json) -> None:
-    assert SCHEMA.is_file(), (
-        f"the registry schema belongs at {SCHEMA} (../shared beside the checkout)"
-    )
-    schema = json.loads(SCHEMA.read_text())
+@pytest.fixture
+def schema() -> dict:
+    return json.loads(SCHEMA.read_text())
+
+
+def test_server_json_is_valid_against_the_registry_schema(server_json, schema) -> None:
     jsonschema.validate(server_json, schema, format_checker=jsonschema.FormatChecker())
+
+
+def test_server_json_names_the_schema_the_repository_carries(server_json, schema) -> None:
+    assert server_json["$schema"] == schema["$id"]
+
+
+def test_server_json_names_the_current_registry_schema(server_json) -> None:
+    assert server_json["$schema"].endswith("/schemas/2025-12-11/server.schema.json")
+
+
+def test_the_carried_schema_rejects_what_the_registry_rejects(server_json, schema) -> None:
+    """A copy that accepted anything would make the validity test above worthless."""
+    broken = {**server_json, "name": "no-slash"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+    latest = json.loads(json.dumps(server_json))
+    latest["packages"][0]["version"] = "latest"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(latest, schema)
+
+
+def test_nothing_in_the_project_reads_files_beside_the_checkout() -> None:
+    needles = ("../" + "shared", "parent / " + '"shared"')
+    for folder in ("tests", "mmsearch", "mcp_server", ".ci"):
+        for path in (REPO_ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in {"", ".py", ".sh", ".toml", ".json", ".md"}:
+                text = path.read_text(errors="replace")
+                assert not any(needle in text for needle in needles), path
 
 
 def test_server_json_version_is_the_package_version(server_json) -> None:
