@@ -337,6 +337,38 @@ def remove(ctx: click.Context, paths: tuple[str, ...], ids: tuple[str, ...], as_
         click.echo(f"removed {n}")
 
 
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    add_help_option=False,
+)
+@click.argument("server_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def mcp(ctx: click.Context, server_args: tuple[str, ...]) -> None:
+    """Run the MCP server (stdio by default; `mmsearch mcp --help` for its options).
+
+    Registry clients start a PyPI package by its console script, named like the package,
+    with the arguments listed in server.json: ``mmsearch mcp``. The server is its own
+    program (``python -m mcp_server``), which the library does not import; this command
+    hands the process over to it, so stdin and stdout stay the protocol's.
+    """
+    env = dict(os.environ)
+    overrides = ctx.obj["overrides"]
+    for option, variable in (
+        ("milvus_uri", "MMSEARCH_MILVUS_URI"),
+        ("collection", "MMSEARCH_COLLECTION"),
+    ):
+        if overrides.get(option) is not None:
+            env[variable] = overrides[option]
+    command = [sys.executable, "-m", "mcp_server", *server_args]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execve(sys.executable, command, env)
+    import subprocess
+
+    ctx.exit(subprocess.run(command, env=env, check=False).returncode)
+
+
 def _resolve_stored_ids(ids: Sequence[str]) -> dict[str, str]:
     """``mmsearch rerank -c ID``: stored image ids -> their paths, in the CLI's collection."""
     wanted = [i for i in ids if re.fullmatch(r"[0-9a-f]{64}", i)]
