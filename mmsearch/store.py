@@ -194,8 +194,11 @@ class MilvusStore:
         *,
         token: str | None = None,
         config: IndexConfig | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         from pymilvus import MilvusClient  # imported late: it is slow to import
+
+        from mmsearch.milvus_lite_runtime import LITE_GRPC_OPTIONS, prepare_lite
 
         self.uri = uri
         self.config = config or IndexConfig()
@@ -222,10 +225,13 @@ class MilvusStore:
         self._like_patterns: bool | None = None
         self._server_version: tuple[int, int] | None = None
         if self.is_lite:
+            prepare_lite(log_dir or Path(self.uri).parent / "logs")
             _lite_acquire(self.uri)
         try:
             if token:
                 self._client = MilvusClient(uri=self.uri, token=token)
+            elif self.is_lite:
+                self._client = MilvusClient(uri=self.uri, grpc_options=LITE_GRPC_OPTIONS)
             else:
                 self._client = MilvusClient(uri=self.uri)
         except Exception as exc:
@@ -272,6 +278,7 @@ class MilvusStore:
             settings.milvus_uri,
             token=settings.milvus_token,
             config=IndexConfig.from_settings(settings),
+            log_dir=settings.data_dir / "logs",
         )
 
     # -- collections ---------------------------------------------------------------

@@ -278,7 +278,10 @@ def read_model_type(name_or_path: str) -> str | None:
     try:
         from huggingface_hub import hf_hub_download
 
-        path = hf_hub_download(name_or_path, "config.json")
+        from mmsearch.hub import hub_reachable
+
+        offline = not hub_reachable()
+        path = hf_hub_download(name_or_path, "config.json", local_files_only=offline)
     except Exception as e:  # offline, gated, unknown repo: decided by the name below
         logger.debug("cannot read config.json of %s: %s", name_or_path, e)
         return None

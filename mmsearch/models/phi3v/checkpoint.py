@@ -147,6 +147,10 @@ def resolve_checkpoint_dir(name_or_path: str | Path) -> Path:
         return Path(snapshot_download(name, allow_patterns=patterns, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         pass
+    from mmsearch.hub import hub_reachable, unreachable_note
+
+    if not hub_reachable():
+        raise ModelLoadError(f"{_missing_help(name)} ({unreachable_note()})")
     logger.info("downloading %s from the Hugging Face Hub (first use)", name)
     try:
         return Path(snapshot_download(name, allow_patterns=patterns))

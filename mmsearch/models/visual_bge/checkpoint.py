@@ -172,15 +172,24 @@ def download_files(variant: VisualBGEVariant, cache_dir: Path | None = None) -> 
     once cached). Raises :class:`ModelLoadError` with instructions when that fails."""
     from huggingface_hub import hf_hub_download, snapshot_download
 
+    from mmsearch.hub import hub_reachable, unreachable_note
+
+    offline = not hub_reachable()  # then only the local cache is asked, at once
     try:
-        checkpoint = hf_hub_download(WEIGHTS_REPO, variant.checkpoint_file, cache_dir=cache_dir)
+        checkpoint = hf_hub_download(
+            WEIGHTS_REPO, variant.checkpoint_file, cache_dir=cache_dir, local_files_only=offline
+        )
         text_dir = snapshot_download(
-            variant.text_repo, allow_patterns=list(variant.text_files), cache_dir=cache_dir
+            variant.text_repo,
+            allow_patterns=list(variant.text_files),
+            cache_dir=cache_dir,
+            local_files_only=offline,
         )
     except Exception as exc:  # noqa: BLE001 - network, auth and cache errors alike
+        reason = unreachable_note() if offline else f"{exc.__class__.__name__}: {exc}"
         raise ModelLoadError(
-            f"could not download Visualized BGE {variant.name!r} ({exc.__class__.__name__}: "
-            f"{exc}). " + how_to_provide(variant)
+            f"could not download Visualized BGE {variant.name!r} ({reason}). "
+            + how_to_provide(variant)
         ) from exc
     if not (Path(text_dir) / "config.json").is_file():
         raise ModelLoadError(f"{variant.text_repo} gave no config.json. " + how_to_provide(variant))
