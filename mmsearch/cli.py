@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mmsearch.config import Settings
-from mmsearch.errors import MMSearchError
+from mmsearch.errors import CollectionNotFoundError, MMSearchError
 from mmsearch.filters import SearchFilter, parse_filter
 from mmsearch.types import IndexProgress
 
@@ -119,7 +119,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MMSearchError as exc:
-            click.echo(f"error: {exc}", err=True)
+            hint = ""
+            if isinstance(exc, CollectionNotFoundError):
+                hint = " (run `mmsearch index FOLDER` to create it)"
+            click.echo(f"error: {exc}{hint}", err=True)
             ctx.exit(EXIT_ERROR)
 
 
@@ -207,6 +210,8 @@ def index(
         )
     if report.cancelled:
         ctx.exit(EXIT_CANCELLED)
+    if report.failed:
+        ctx.exit(EXIT_ERROR)
 
 
 @contextmanager
@@ -302,6 +307,10 @@ def search(
         for hit in hits:
             caption = f"  ({hit.caption})" if hit.caption else ""
             click.echo(f"{hit.score:.4f}  {hit.path}{caption}")
+        if not hits:
+            click.echo(
+                "no images match (the collection is empty or the filters exclude all)", err=True
+            )
 
 
 @cli.command()
@@ -329,6 +338,12 @@ def remove(ctx: click.Context, paths: tuple[str, ...], ids: tuple[str, ...], as_
     """Remove records by path or id from the collection (files are not touched)."""
     if not paths and not ids:
         raise click.UsageError("give PATHS or --id")
+    folders = [p for p in paths if os.path.isdir(p)]
+    if folders:
+        raise MMSearchError(
+            f"{folders[0]} is a folder: remove takes image files or --id (to forget the "
+            "images deleted from a folder, run `mmsearch index FOLDER --prune`)"
+        )
     with _engine(ctx) as lib:
         n = lib.remove(ids=list(ids) or None, paths=list(paths) or None)
     if as_json:

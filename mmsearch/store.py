@@ -224,6 +224,9 @@ class MilvusStore:
         self._closed = False
         self._like_patterns: bool | None = None
         self._server_version: tuple[int, int] | None = None
+        # A database file this store creates and leaves without any collection is removed
+        # on close, so a command that fails (or only looks) leaves nothing behind.
+        self._created_file = self.is_lite and not Path(self.uri).exists()
         if self.is_lite:
             prepare_lite(log_dir or Path(self.uri).parent / "logs")
             _lite_acquire(self.uri)
@@ -237,6 +240,7 @@ class MilvusStore:
         except Exception as exc:
             if self.is_lite:
                 _lite_release(self.uri)
+                self._forget_created_file()
                 raise StoreError(
                     f"cannot open the Milvus Lite database {self.uri}: {_brief(exc)}. "
                     f"{IN_USE_MESSAGE}"
@@ -665,14 +669,29 @@ class MilvusStore:
             if self._closed:
                 return
             self._closed = True
+            unused = self._created_file and not self._has_collections()
             try:
                 self._client.close()
             except Exception as exc:  # closing is best effort
                 log.debug("closing Milvus client failed: %s", exc)
             if self.is_lite:
+                if unused and _lite_users.get(str(Path(self.uri).resolve()), 0) == 1:
+                    self._forget_created_file()  # still under this process's lock
                 _lite_release(self.uri)
             self._info.clear()
             self._loaded.clear()
+
+    def _has_collections(self) -> bool:
+        try:
+            return bool(self._client.list_collections())
+        except Exception:  # unknown: keep the file
+            return True
+
+    def _forget_created_file(self) -> None:
+        try:
+            Path(self.uri).unlink(missing_ok=True)
+        except OSError as exc:
+            log.debug("could not remove the unused database %s: %s", self.uri, exc)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from pymilvus.exceptions import MilvusException
