@@ -7,6 +7,8 @@ import binascii
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from pydantic import ValidationError
+
 from mmsearch.access import ensure_allowed
 from mmsearch.errors import InvalidQueryError
 
@@ -97,3 +99,13 @@ def file_uri_to_path(uri: str) -> Path:
     if parsed.scheme != "file":
         raise InvalidQueryError(f"{uri}: not a file:// URI")
     return Path(unquote(parsed.path))
+
+
+def invalid_arguments_message(tool: str, error: ValidationError) -> str:
+    """One line for a client: each rejected field and what it must be (never the value
+    the caller sent, which may be large or private)."""
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        problems.append(f"{where}: {' '.join(str(item['msg']).split())}")
+    return f"{tool}: invalid arguments: " + "; ".join(problems)

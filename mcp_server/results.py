@@ -38,14 +38,24 @@ class RemoveResult(BaseModel):
     removed: int = Field(description="Records deleted from the collection.")
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 image``, ``2 images``: the summaries are read by people and models alike."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def index_summary(report: IndexReport) -> str:
-    parts = [f"{report.indexed} indexed", f"{report.unchanged} unchanged"]
+    """Indexed, unchanged, duplicates and failed add up to the files found."""
+    parts = [
+        f"{report.indexed} indexed",
+        f"{report.unchanged} unchanged",
+        plural(report.duplicates, "duplicate"),
+        f"{len(report.failed)} failed",
+    ]
     if report.removed:
         parts.append(f"{report.removed} removed")
-    parts.append(f"{len(report.failed)} failed")
     if report.captioned or report.caption_failed:
         parts.append(f"{report.captioned} captioned")
-    text = f"{', '.join(parts)} of {report.total} files"
+    text = f"{', '.join(parts)} of {plural(report.total, 'file')}"
     if report.cancelled:
         text += " (cancelled before the end)"
     for failure in report.failed[:10]:
@@ -61,9 +71,9 @@ def index_summary(report: IndexReport) -> str:
 def search_summary(hits: list[SearchHit]) -> str:
     if not hits:
         return "No matching images."
-    lines = [f"{len(hits)} image{'s' if len(hits) != 1 else ''}, best first:"]
-    lines += [
-        f"{i}. {hit.path} (score {hit.score:.3f}, id {hit.id[:12]})"
+    lines = [f"{plural(len(hits), 'image')}, best first:"]
+    lines += [  # the full id: rerank takes these
+        f"{i}. {hit.path} (score {hit.score:.3f}, id {hit.id})"
         + (f": {hit.caption}" if hit.caption else "")
         for i, hit in enumerate(hits, 1)
     ]

@@ -15,12 +15,12 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ContentBlock, ListRootsResult, TextContent, ToolAnnotations
-from pydantic import Field
+from pydantic import Field, ValidationError
 
-from mcp_server.arguments import file_uri_to_path, image_argument
+from mcp_server.arguments import file_uri_to_path, image_argument, invalid_arguments_message
 from mcp_server.results import (
     THUMBNAIL_SIZE,
     RankedImage,
@@ -29,6 +29,7 @@ from mcp_server.results import (
     SearchResult,
     caption,
     index_summary,
+    plural,
     rerank_summary,
     search_summary,
     thumbnail,
@@ -48,12 +49,15 @@ log = logging.getLogger("mcp_server")
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-INSTRUCTIONS = """\
-Semantic image search over the user's local images. Index folders with index_images, then
-find images with multimodal_search by a text description, an example image (path or
-base64), or both (the image's content steered by the text). Set include_thumbnails to look
-at the hits. rerank re-orders a handful of hits with a vision-language model. Paths must lie
-inside the allowed roots."""
+INSTRUCTIONS = " ".join(
+    """
+    Semantic image search over the user's local images. Index folders with index_images,
+    then find images with multimodal_search by a text description, an example image (path
+    or base64), or both (the image's content steered by the text). Set include_thumbnails
+    to look at the hits. rerank re-orders a handful of hits (by their ids) with a
+    vision-language model. Paths must lie inside the allowed roots.
+    """.split()
+)
 
 MAX_TOP_K = 100
 """The most hits one search returns to a client; the library also applies ``max_top_k``."""
@@ -226,6 +230,20 @@ def _load_reranker() -> Callable[..., Any]:
     return rerank
 
 
+class _Server(MCPServer):
+    """Arguments that fail validation come back as one line naming each field and what
+    it must be, not pydantic's multi-line report with its documentation links."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError) and not isinstance(exc, UnexpectedToolError):
+                raise ToolError(invalid_arguments_message(name, cause)) from cause
+            raise
+
+
 def _tool(
     server: MCPServer, title: str, *, read_only: bool, destructive: bool = False
 ) -> Callable[[F], F]:
@@ -258,7 +276,7 @@ def create_server(
     configured = (
         resolve_roots(settings.allowed_roots) if settings.allowed_roots is not None else None
     )
-    server = MCPServer(
+    server = _Server(
         "mmsearch",
         title="mmsearch image search",
         version=__version__,
@@ -438,7 +456,7 @@ def create_server(
                 lambda: shared.get().stats(collection), settings.search_timeout_s
             )
             summary = (
-                f"{stats.collection}: {stats.count} images, model {stats.model_id} "
+                f"{stats.collection}: {plural(stats.count, 'image')}, model {stats.model_id} "
                 f"(dim {stats.dim}), stored at {stats.uri}"
             )
             return _result(summary, stats)
@@ -469,7 +487,7 @@ def create_server(
                 settings.search_timeout_s,
             )
             return _result(
-                f"{removed} images removed from the index", RemoveResult(removed=removed)
+                f"{plural(removed, 'image')} removed from the index", RemoveResult(removed=removed)
             )
 
     return server
