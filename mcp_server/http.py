@@ -63,7 +63,7 @@ class BearerTokenMiddleware:
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -74,7 +74,11 @@ class BearerTokenMiddleware:
             if name.lower() == b"authorization":
                 given = value
                 break
-        if not hmac.compare_digest(given, self._expected):
+        # RFC 9110 11.1: the scheme is case-insensitive, and one or more spaces follow it.
+        scheme, _, credentials = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(
+            credentials.lstrip(b" "), self._expected
+        ):
             await _plain(
                 send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")]
             )

@@ -72,8 +72,9 @@ def make_rerank_command(resolve_ids: IdResolver | None = None) -> click.Command:
         try:
             items = resolve_candidates(candidates, resolve_ids)
             result = rerank(items, text=text, image=image, settings=settings, save_sheet=save_sheet)
-        except MMSearchError as e:
-            raise click.ClickException(str(e)) from e
+        except MMSearchError as e:  # one line, as every other command reports errors
+            click.echo(f"error: {' '.join(str(e).split())}", err=True)
+            ctx.exit(1)
         if as_json:
             click.echo(result.model_dump_json(indent=2))
             return

@@ -119,7 +119,7 @@ def check_keys(expected: Iterable[str], found: Mapping[str, object], where: str)
 def _missing_help(name: str) -> str:
     return (
         f"Phi-3 Vision weights {name!r} are not available. Download them on a machine with "
-        f"internet access (huggingface-cli download {DEFAULT_MODEL}) or copy a directory "
+        f"internet access (hf download {DEFAULT_MODEL}) or copy a directory "
         f"holding {', '.join(REQUIRED_FILES)}, then point {MODEL_ENV_VAR} (or the "
         "name_or_path argument) at that directory."
     )
