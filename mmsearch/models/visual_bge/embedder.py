@@ -3,6 +3,7 @@ tokenizer and its exact preprocessing, created together."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -87,7 +88,25 @@ def _load_text_config(text_dir: Path):
     return config
 
 
-_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model")
+_SPM_FILE = "sentencepiece.bpe.model"
+_VOCAB_FILES = ("tokenizer.json", "vocab.txt", _SPM_FILE)
+
+
+def _require_tokenizer_builder(text_dir: Path) -> None:
+    """A SentencePiece model without ``tokenizer.json`` (as Visualized BGE m3's text model
+    can be copied) is converted by transformers only with the ``sentencepiece`` package;
+    without it transformers falls back to a tiktoken reader and reports that ``tiktoken``
+    is missing, which points the wrong way. Name the missing file instead."""
+    if (text_dir / "tokenizer.json").is_file() or not (text_dir / _SPM_FILE).is_file():
+        return
+    if importlib.util.find_spec("sentencepiece") is not None:
+        return
+    raise ModelLoadError(
+        f"{text_dir} has {_SPM_FILE} but no tokenizer.json: copy tokenizer.json of the text "
+        "model there (for Visualized BGE m3: hf download BAAI/bge-m3 tokenizer.json "
+        f"--local-dir {text_dir}), or install the sentencepiece package to build the "
+        f"tokenizer from {_SPM_FILE}"
+    )
 
 
 def _load_tokenizer(text_dir: Path, vocab_size: int) -> PreTrainedTokenizerBase:
@@ -96,6 +115,7 @@ def _load_tokenizer(text_dir: Path, vocab_size: int) -> PreTrainedTokenizerBase:
             f"{text_dir} has no tokenizer vocabulary (one of {', '.join(_VOCAB_FILES)}); copy "
             "the tokenizer files of the text model there"
         )
+    _require_tokenizer_builder(text_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(text_dir, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - missing or malformed tokenizer files
