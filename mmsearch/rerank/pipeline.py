@@ -132,7 +132,7 @@ def _open_candidate(path: str, size: int, max_bytes: int, max_pixels: int) -> Im
     try:
         loaded = load_image_file(path, max_bytes=max_bytes, max_pixels=max_pixels, draft_size=size)
         return thumbnail(loaded.image, size)
-    except ImageDecodeError as e:
+    except (ImageDecodeError, OSError, ValueError) as e:
         logger.warning("cannot read rerank candidate: %s", e)
         return None
 
