@@ -44,6 +44,11 @@ def indexed(engine: ImageSearch, photo_dir: Path) -> ImageSearch:
             lambda e, d: e.search(text="x", filter={"path_prefix": "/\ud800"}),
             id="surrogate-in-folder-filter",
         ),
+        pytest.param(
+            lambda e, d: e.search(text="x", filter={"path_prefix": "~a\x00b"}),
+            id="nul-in-home-folder-filter",
+        ),
+        pytest.param(lambda e, d: e.index(["~a\x00b"]), id="nul-in-home-index-path"),
         pytest.param(lambda e, d: e.index([d], metadata={"k": "\ud800"}), id="surrogate-metadata"),
         pytest.param(lambda e, d: e.get(["a\x00"]), id="nul-in-id"),
     ],
