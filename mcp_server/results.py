@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import warnings
 from pathlib import Path
 
 from mcp_types import ImageContent, TextContent
@@ -97,23 +96,14 @@ def thumbnail(path: Path, size: int, *, max_bytes: int, max_pixels: int) -> Imag
     The file is read with the library's limits (a regular file, at most ``max_bytes``,
     at most ``max_pixels`` declared pixels, checked before decoding): the file behind a
     stored path may have been replaced since it was indexed."""
-    from PIL import Image, ImageOps
-
-    from mmsearch.errors import ImageDecodeError
-    from mmsearch.images import read_image_bytes
+    from mmsearch.images import decode_image, read_image_bytes
 
     data = read_image_bytes(path, max_bytes=max_bytes)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image = Image.open(io.BytesIO(data))
-    with image:
-        if image.width * image.height > max_pixels:
-            raise ImageDecodeError(f"over the {max_pixels}-pixel limit")
-        image.draft("RGB", (size, size))
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        image.thumbnail((size, size))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=80)
+    image = decode_image(data, name=str(path), max_pixels=max_pixels, draft_size=size)
+    image = image.convert("RGB")
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
     return ImageContent(
         type="image",
         data=base64.b64encode(buffer.getvalue()).decode("ascii"),

@@ -8,6 +8,13 @@ into one clear message at the edge.
 class MMSearchError(Exception):
     """Base class for every error mmsearch raises on purpose."""
 
+    def __str__(self) -> str:
+        # A message may quote a file name that is not UTF-8 (lone surrogates): it must
+        # still be writable to JSON, Milvus and a terminal wherever it is shown.
+        from mmsearch.pathnames import printable  # pathnames imports this module
+
+        return printable(super().__str__())
+
 
 class ConfigurationError(MMSearchError):
     """A setting is missing, malformed or contradicts another."""

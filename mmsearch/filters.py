@@ -27,6 +27,8 @@ from mmsearch.errors import InvalidQueryError
 
 METADATA_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_IN_VALUES = 100
+MAX_METADATA_KEYS = 64
+"""Most keys in ``metadata`` and in ``metadata_in`` each (the expression stays small)."""
 MAX_STRING_CHARS = 4096
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -126,10 +128,12 @@ class SearchFilter(BaseModel):
     path_prefix: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_STRING_CHARS)
     path_glob: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_STRING_CHARS)
     path_contains: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_STRING_CHARS)
-    metadata: dict[StrictStr, MetadataValue] = Field(default_factory=dict)
+    metadata: dict[StrictStr, MetadataValue] = Field(
+        default_factory=dict, max_length=MAX_METADATA_KEYS
+    )
     metadata_in: dict[
         StrictStr, Annotated[list[MetadataValue], Field(min_length=1, max_length=MAX_IN_VALUES)]
-    ] = Field(default_factory=dict)
+    ] = Field(default_factory=dict, max_length=MAX_METADATA_KEYS)
     mtime_min: StrictFloat | StrictInt | None = None
     mtime_max: StrictFloat | StrictInt | None = None
     size_min: StrictInt | None = Field(default=None, ge=0)
@@ -268,6 +272,9 @@ def to_milvus_expr(flt: SearchFilter | None, *, like_patterns: bool = True) -> s
             )
         inner = _like_escape(flt.path_contains, "path_contains")
         clauses.append(f"path like {quote_string('%' + inner + '%')}")
+    for what, mapping in (("metadata", flt.metadata), ("metadata_in", flt.metadata_in)):
+        if len(mapping or {}) > MAX_METADATA_KEYS:
+            raise InvalidQueryError(f"{what} has more than {MAX_METADATA_KEYS} keys")
     for key, value in (flt.metadata or {}).items():
         clauses.append(f'metadata["{check_metadata_key(key)}"] == {format_value(value)}')
     for key, values in (flt.metadata_in or {}).items():
@@ -276,9 +283,9 @@ def to_milvus_expr(flt: SearchFilter | None, *, like_patterns: bool = True) -> s
             raise InvalidQueryError(f"metadata_in[{key!r}] must be a non-empty list")
         if len(values) > MAX_IN_VALUES:
             raise InvalidQueryError(f"metadata_in[{key!r}] has more than {MAX_IN_VALUES} values")
-        # Milvus Lite rejects `json["key"] in [...]`, so spell it as a disjunction.
-        alts = [f'metadata["{key}"] == {format_value(v)}' for v in values]
-        clauses.append("(" + " or ".join(alts) + ")")
+        # A disjunction, not `in [...]`: Milvus Lite fails `in` lists that mix types
+        # (an int with a float, a number with a string).
+        clauses.append(balanced([f'metadata["{key}"] == {format_value(v)}' for v in values], "or"))
     for field, lo, hi in (
         ("mtime", flt.mtime_min, flt.mtime_max),
         ("size", flt.size_min, flt.size_max),
@@ -289,4 +296,17 @@ def to_milvus_expr(flt: SearchFilter | None, *, like_patterns: bool = True) -> s
             clauses.append(f"{field} <= {_number(hi, field + '_max')}")
         if lo is not None and hi is not None and lo > hi:
             raise InvalidQueryError(f"{field}_min is greater than {field}_max")
-    return " and ".join(clauses)
+    return balanced(clauses, "and") if clauses else ""
+
+
+def balanced(clauses: list[str], op: str) -> str:
+    """Join ``clauses`` with ``op`` as a balanced tree of parenthesised pairs.
+
+    Milvus nests a flat ``a or b or c ...`` one level per operator, and its query plan
+    refuses nesting past about 45 levels (``unsupported expr proto node``); a balanced
+    tree is only log2(n) deep, so every bound the filter advertises holds.
+    """
+    if len(clauses) == 1:
+        return clauses[0]
+    middle = len(clauses) // 2
+    return f"({balanced(clauses[:middle], op)} {op} {balanced(clauses[middle:], op)})"

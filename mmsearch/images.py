@@ -51,6 +51,10 @@ def read_image_bytes(
         raise ImageDecodeError(f"{p}: permission denied") from None
     except OSError as exc:
         raise ImageDecodeError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    except ValueError:  # a NUL byte, or a surrogate that maps to no byte
+        raise ImageDecodeError(
+            f"{str(p)[:200]!r}: not a usable path (a NUL byte or invalid Unicode)"
+        ) from None
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -101,12 +105,18 @@ def _to_rgb_or_rgba(img: Image.Image) -> Image.Image:
 
 
 def decode_image(
-    data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    data: bytes,
+    *,
+    name: str = "<bytes>",
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    draft_size: int | None = None,
 ) -> Image.Image:
     """Decode bytes into an RGB or RGBA PIL image, fully loaded.
 
     Applies the EXIF orientation, takes the first frame of animated images, and refuses
     images above ``max_pixels`` (decompression bombs) before their pixels are decoded.
+    ``draft_size`` lets a JPEG decode at a reduced scale (still at least that size), for
+    callers that only need a thumbnail.
     Raises :class:`ImageDecodeError` with the reason; ``name`` is used in messages.
     """
     if not data:
@@ -123,6 +133,8 @@ def decode_image(
                 )
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
+            if draft_size is not None:
+                img.draft("RGB", (draft_size, draft_size))
             img.load()
             img = ImageOps.exif_transpose(img)
     except ImageDecodeError:
@@ -157,10 +169,11 @@ def load_image_file(
     *,
     max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    draft_size: int | None = None,
 ) -> LoadedImage:
     """Read, hash and decode one image file (the bytes are read only once)."""
     data = read_image_bytes(path, max_bytes=max_bytes)
-    image = decode_image(data, name=str(path), max_pixels=max_pixels)
+    image = decode_image(data, name=str(path), max_pixels=max_pixels, draft_size=draft_size)
     return LoadedImage(image=image, sha256=content_hash(data), size=len(data))
 
 

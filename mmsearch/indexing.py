@@ -40,6 +40,7 @@ from mmsearch.config import Settings
 from mmsearch.errors import CaptionError, ImageDecodeError, InvalidQueryError, MMSearchError
 from mmsearch.filters import SearchFilter, check_metadata, quote_string, to_milvus_expr
 from mmsearch.images import load_image_file
+from mmsearch.pathnames import NOT_UTF8_REASON, check_path, is_utf8
 from mmsearch.store import CollectionInfo, MilvusStore, StoredRow
 from mmsearch.types import FailedFile, ImageRecord, IndexProgress, IndexReport
 
@@ -209,6 +210,9 @@ def scan_paths(
         if path in seen:
             return
         seen.add(path)
+        if not is_utf8(path):
+            scan.failed.append(FailedFile(path=path, reason=NOT_UTF8_REASON))
+            return
         if roots is not None and not is_inside(path, roots):
             scan.failed.append(
                 FailedFile(path=path, reason="links to a file outside the allowed roots")
@@ -225,7 +229,7 @@ def scan_paths(
         return os.path.splitext(name)[1].lower().lstrip(".") in exts
 
     for raw in paths:
-        given = os.fspath(raw)
+        given = check_path(raw)
         if not given:
             raise InvalidQueryError("an empty path was given")
         path = os.path.abspath(os.path.expanduser(given))

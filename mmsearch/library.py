@@ -17,6 +17,7 @@ from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError, ModelLoadError
 from mmsearch.filters import SearchFilter, quote_string
 from mmsearch.indexing import ProgressCallback, index_paths, require_caption_field
+from mmsearch.pathnames import check_path, require_utf8_path
 from mmsearch.search import ImageQuery, build_query, run_search
 from mmsearch.store import MilvusStore, check_collection_name
 from mmsearch.types import CollectionStats, ImageRecord, IndexReport, SearchHit
@@ -213,7 +214,7 @@ class ImageSearch:
         if paths is not None:
             if isinstance(paths, str | os.PathLike):
                 paths = [paths]
-            abs_paths = [os.path.abspath(os.fspath(p)) for p in paths]
+            abs_paths = [os.path.abspath(require_utf8_path(check_path(p))) for p in paths]
             for p in abs_paths:
                 quote_string(p)
             for records in store.find_by_paths(name, abs_paths).values():

@@ -21,9 +21,10 @@ from PIL import Image
 
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError, StoreError
-from mmsearch.filters import SearchFilter, parse_filter, to_milvus_expr
+from mmsearch.filters import SearchFilter, parse_filter, quote_string, to_milvus_expr
 from mmsearch.fusion import DEFAULT_K, reciprocal_rank_fusion
 from mmsearch.images import coerce_image
+from mmsearch.pathnames import is_utf8
 from mmsearch.store import CAPTION_VECTOR_FIELD, CollectionInfo, MilvusStore
 from mmsearch.types import SearchHit
 
@@ -59,6 +60,8 @@ def build_query(
             raise InvalidQueryError(f"text must be a string, not {type(text).__name__}")
         if not text.strip():
             raise InvalidQueryError("text is empty or whitespace")
+        if not is_utf8(text):
+            raise InvalidQueryError("text is not valid Unicode (it holds a lone surrogate)")
         if len(text) > settings.max_query_chars:
             raise InvalidQueryError(
                 f"text is {len(text)} characters, longer than the {settings.max_query_chars}-"
@@ -73,6 +76,7 @@ def build_query(
     flt = parse_filter(filter)
     if flt is not None and flt.path_prefix:
         # Stored paths are absolute and normalised; so is the folder they are matched to.
+        quote_string(flt.path_prefix)  # a NUL byte would reach expanduser's user lookup
         folder = os.path.abspath(os.path.expanduser(flt.path_prefix))
         flt = flt.model_copy(update={"path_prefix": folder})
     to_milvus_expr(flt)  # validate now; the store's dialect is applied at search time

@@ -694,11 +694,14 @@ class MilvusStore:
             log.debug("could not remove the unused database %s: %s", self.uri, exc)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        import grpc
         from pymilvus.exceptions import MilvusException
 
         try:
             return fn(*args, **kwargs)
         except MilvusException as exc:
+            raise StoreError(f"Milvus {what} failed: {_brief(exc)}") from exc
+        except grpc.RpcError as exc:  # a transport failure pymilvus did not wrap
             raise StoreError(f"Milvus {what} failed: {_brief(exc)}") from exc
 
 
@@ -781,6 +784,17 @@ def _hit(h: dict[str, Any], *, cosine: bool) -> SearchHit:
     )
 
 
+_SOURCE_LOCATION = re.compile(r"\s*\bat\s+/\S+?\.(?:cpp|cc|h|hpp|go):\d+")
+_BACKEND_INTERNALS = re.compile(r"PlanProto|segcore|Assert\s*\"|Operator::|\.cpp\b|\.go:\d")
+
+
 def _brief(exc: BaseException) -> str:
-    msg = getattr(exc, "message", None) or str(exc)
-    return " ".join(str(msg).split())[:500]
+    """The backend's message on one line, without its internals: a message that quotes
+    Milvus's C++ or Go sources (file names, asserts, plan nodes) means nothing to a user,
+    so it becomes a plain sentence (the whole message is logged at debug level)."""
+    msg = " ".join(str(getattr(exc, "message", None) or exc).split())
+    cleaned = _SOURCE_LOCATION.sub("", msg)
+    if _BACKEND_INTERNALS.search(cleaned):
+        log.debug("Milvus error: %s", msg)
+        return "the database could not evaluate the request (an internal Milvus error)"
+    return cleaned[:500]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from mmsearch.pathnames import printable
 
 
 class ImageRecord(BaseModel):
@@ -39,6 +41,13 @@ class FailedFile(BaseModel):
     path: str
     reason: str
 
+    @field_validator("path", "reason")
+    @classmethod
+    def _printable(cls, text: str) -> str:
+        """A file name that is not UTF-8 is reported with its bytes escaped, so the
+        report can be written as JSON (MCP) and printed."""
+        return printable(text)
+
 
 class IndexProgress(BaseModel):
     """Reported to the progress callback while indexing."""
@@ -46,6 +55,11 @@ class IndexProgress(BaseModel):
     done: int
     total: int
     path: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _printable(cls, text: str | None) -> str | None:
+        return None if text is None else printable(text)
 
 
 class IndexReport(BaseModel):

@@ -77,7 +77,7 @@ def test_empty_filter_is_no_expression() -> None:
 def test_metadata_equality_expression() -> None:
     expr = to_milvus_expr(SearchFilter(metadata={"camera": "X100", "year": 2024, "ok": True}))
     assert expr == (
-        'metadata["camera"] == "X100" and metadata["year"] == 2024 and metadata["ok"] == true'
+        '(metadata["camera"] == "X100" and (metadata["year"] == 2024 and metadata["ok"] == true))'
     )
 
 
@@ -88,7 +88,7 @@ def test_metadata_in_is_a_disjunction() -> None:
 
 def test_ranges_are_inclusive() -> None:
     expr = to_milvus_expr(SearchFilter(mtime_min=1.5, mtime_max=10, size_min=0, size_max=99))
-    assert expr == "mtime >= 1.5 and mtime <= 10 and size >= 0 and size <= 99"
+    assert expr == "((mtime >= 1.5 and mtime <= 10) and (size >= 0 and size <= 99))"
 
 
 def test_path_prefix_is_a_folder_range() -> None:

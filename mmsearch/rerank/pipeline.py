@@ -15,13 +15,19 @@ import os
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from mmsearch.config import Settings
 from mmsearch.errors import ImageDecodeError, InvalidQueryError, RerankError
+from mmsearch.images import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    coerce_image,
+    load_image_file,
+)
+from mmsearch.pathnames import check_path, is_utf8
 from mmsearch.rerank.backends import (
     ChatMessage,
     ContentPart,
@@ -82,34 +88,52 @@ def validate_request(
     text: str | None,
     image: str | os.PathLike[str] | Image.Image | None,
     limit: int,
+    *,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> tuple[list[RerankCandidate], str | None, Image.Image | None]:
     """Check a request before any model is touched."""
     items = normalize_candidates(candidates, limit)
+    if text is not None and not isinstance(text, str):
+        raise InvalidQueryError(f"text must be a string, not {type(text).__name__}")
     text = (text or "").strip() or None
-    query_image = open_query_image(image) if image is not None else None
+    if text is not None and not is_utf8(text):
+        raise InvalidQueryError("text is not valid Unicode (it holds a lone surrogate)")
+    query_image = (
+        open_query_image(image, max_bytes=max_bytes, max_pixels=max_pixels)
+        if image is not None
+        else None
+    )
     if text is None and query_image is None:
         raise InvalidQueryError("rerank needs a query text, a query image, or both")
     return items, text, query_image
 
 
-def open_query_image(image: str | os.PathLike[str] | Image.Image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    path = Path(image).expanduser()
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise ImageDecodeError(f"cannot read the query image {path}: {e}") from e
+def open_query_image(
+    image: str | os.PathLike[str] | bytes | Image.Image,
+    *,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> Image.Image:
+    """The query image as RGB, read with the same limits as indexing (a regular file,
+    at most ``max_bytes``, at most ``max_pixels``): a FIFO or a bomb is an
+    :class:`ImageDecodeError`, not a hang or a Pillow exception."""
+    if not isinstance(image, Image.Image | bytes | bytearray | memoryview):
+        image = check_path(image, "query image path")
+        image = os.path.expanduser(image)
+    pil = coerce_image(image, max_bytes=max_bytes, max_pixels=max_pixels)
+    return pil.convert("RGB")
 
 
-def _open_candidate(path: str, size: int) -> Image.Image | None:
+def _open_candidate(path: str, size: int, max_bytes: int, max_pixels: int) -> Image.Image | None:
+    """A thumbnail of one candidate, or ``None`` (noted in the result) when its file
+    cannot be read: candidates are read like indexed files, so a file replaced by a FIFO,
+    a device or a bomb since it was indexed costs nothing but its place."""
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))  # JPEG: decode at reduced scale, much faster
-            return thumbnail(im, size)
-    except (OSError, UnidentifiedImageError) as e:
-        logger.warning("cannot read rerank candidate %s: %s", path, e)
+        loaded = load_image_file(path, max_bytes=max_bytes, max_pixels=max_pixels, draft_size=size)
+        return thumbnail(loaded.image, size)
+    except (ImageDecodeError, OSError, ValueError) as e:
+        logger.warning("cannot read rerank candidate: %s", e)
         return None
 
 
@@ -130,6 +154,8 @@ class Reranker:
         input_mode: str = "sheet",
         cell_size: int = 256,
         caption_max_new_tokens: int = 40,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         if input_mode == "images" and not model.supports_multiple_images:
             raise RerankError(f"{model.model_id} takes one image per prompt; use the sheet")
@@ -140,6 +166,8 @@ class Reranker:
         self.input_mode = input_mode
         self.cell_size = cell_size
         self.caption_max_new_tokens = caption_max_new_tokens
+        self.max_image_bytes = max_image_bytes
+        self.max_image_pixels = max_image_pixels
         self._vocab: TokenVocabulary | None = None
         self._model_lock = model_lock(model)
 
@@ -151,6 +179,8 @@ class Reranker:
             max_candidates=settings.max_rerank_candidates,
             reason_max_chars=settings.rerank_reason_max_chars,
             input_mode=settings.rerank_input,
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
         )
 
     @property
@@ -168,9 +198,19 @@ class Reranker:
         save_sheet: str | os.PathLike[str] | None = None,
     ) -> RankedCandidates:
         started = time.monotonic()
-        items, text, query_image = validate_request(candidates, text, image, self.max_candidates)
+        items, text, query_image = validate_request(
+            candidates,
+            text,
+            image,
+            self.max_candidates,
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+        )
         ids = [c.id for c in items]
-        thumbs = [_open_candidate(c.path, self.cell_size) for c in items]
+        thumbs = [
+            _open_candidate(c.path, self.cell_size, self.max_image_bytes, self.max_image_pixels)
+            for c in items
+        ]
         unreadable = [c.id for c, t in zip(items, thumbs, strict=True) if t is None]
         notes = [f"unreadable candidate files: {', '.join(unreadable)}"] if unreadable else []
         sheet = None
@@ -318,7 +358,14 @@ def rerank(
     model runs (and timeouts) return the input order with ``reranked=False``."""
     if reranker is None:
         settings = settings or Settings()
-        validate_request(candidates, text, image, settings.max_rerank_candidates)
+        validate_request(
+            candidates,
+            text,
+            image,
+            settings.max_rerank_candidates,
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+        )
         key = tuple(
             getattr(settings, f)
             for f in (
@@ -330,6 +377,8 @@ def rerank(
                 "max_rerank_candidates",
                 "rerank_reason_max_chars",
                 "rerank_input",
+                "max_image_bytes",
+                "max_image_pixels",
             )
         )
         if key not in _SHARED:

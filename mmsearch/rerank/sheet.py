@@ -48,7 +48,17 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def thumbnail(image: Image.Image, size: int) -> Image.Image:
-    return ImageOps.contain(ImageOps.exif_transpose(image).convert("RGB"), (size, size))
+    """The image scaled to fit a ``size`` square, as ``ImageOps.contain`` does, except
+    that a side never rounds to zero pixels (a 100000x1 strip becomes size x 1, where
+    ``contain`` fails)."""
+    image = ImageOps.exif_transpose(image).convert("RGB")
+    width, height = size, size
+    if image.width != image.height:
+        if image.width > image.height:
+            height = max(1, round(image.height / image.width * size))
+        else:
+            width = max(1, round(image.width / image.height * size))
+    return image.resize((width, height), Image.Resampling.BICUBIC)
 
 
 def build_contact_sheet(

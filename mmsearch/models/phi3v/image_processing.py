@@ -55,7 +55,7 @@ def hd_layout(width: int, height: int, num_crops: int, tile: int) -> HDLayout:
     w, h = (height, width) if transposed else (width, height)
     ratio = w / h
     new_w = int(hd_grid_scale(w, h, num_crops) * tile)
-    new_h = int(new_w / ratio)
+    new_h = max(1, int(new_w / ratio))
     pad_h = int(np.ceil(new_h / tile) * tile)
     if transposed:
         return HDLayout(width=pad_h, height=new_w, cols=pad_h // tile, rows=new_w // tile)
@@ -76,7 +76,9 @@ def hd_resize_pad(image: Image.Image, num_crops: int, tile: int) -> Image.Image:
     w, h = image.size
     ratio = w / h
     new_w = int(hd_grid_scale(w, h, num_crops) * tile)
-    new_h = int(new_w / ratio)
+    # A strip thinner than the grid is wide (10000x1) keeps one row rather than none;
+    # the output, and so the memory, is bounded by the grid whatever the input's shape.
+    new_h = max(1, int(new_w / ratio))
     image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     target = int(np.ceil(new_h / tile) * tile)
     top = int((target - new_h) / 2)
