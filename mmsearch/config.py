@@ -130,9 +130,9 @@ class Settings(BaseSettings):
     rerank_num_crops: int | None = Field(default=None, ge=1, le=64)
     """Phi-3 Vision: 336 px crops the contact sheet is cut into (HD transform
     ``num_crops``); the prompt holds about 144 tokens per crop, plus 144 for the whole
-    sheet. Unset: the checkpoint's own value (16) on a GPU, 4 on a CPU (a 9-candidate
-    sheet then shows each candidate at about 215 px instead of 256). Square sheets use
-    1, 4, 9 or 16 crops."""
+    sheet. Unset: the checkpoint's own value (16) on a GPU, 1 on a CPU (a 9-candidate
+    sheet then shows each candidate at about 107 px instead of 256; 4 crops: 215 px).
+    Square sheets use 1, 4, 9 or 16 crops."""
 
     rerank_with_reason: bool = True
     """Ask the reranker for a one-line reason after the ranking. Off: decoding stops as

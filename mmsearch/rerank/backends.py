@@ -358,12 +358,13 @@ def _check_checkpoint_memory(directory: Path, device: torch.device, dtype: torch
 
 def default_num_crops(device: torch.device) -> int | None:
     """Contact-sheet crops when ``rerank_num_crops`` is unset: the checkpoint's own value
-    on accelerators; 4 on a CPU, where the prompt pass costs about 25 ms per image token
-    and layer-second (see bench/README.md): 757 image tokens instead of 2,509."""
+    on accelerators; 1 on a CPU, where each prompt token of the full Phi-3 Vision costs
+    about 60 ms in float32 on two cores (bench/README.md): 313 image tokens instead of
+    2,509, the only value that brings a 9-candidate rerank near a minute there."""
     return CPU_NUM_CROPS if device.type == "cpu" else None
 
 
-CPU_NUM_CROPS = 4
+CPU_NUM_CROPS = 1
 
 
 def read_model_type(name_or_path: str) -> str | None:
