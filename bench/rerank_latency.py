@@ -8,7 +8,18 @@ code path; says little about real latency). ``--full``: the full Phi-3 Vision
 architecture (4.2 B parameters, random weights; the tiny tokenizer, so answers take more
 tokens than with the real one) on a GPU, in bfloat16.
 
+``--full --device cpu``: the CPU's own default dtype (``resolve_dtype("auto")``: float32
+without native bfloat16). The full model does not fit beside other work in float32
+(about 17 GB), so the language model is built at full width with ``--layers`` of its 32
+decoder layers (CLIP-L complete) and each phase is extrapolated per layer: every decoder
+layer is timed by hooks, and ``non-layer time + mean layer time x 32`` is reported. The
+prompt pass (CLIP and language model apart) and one decoding step are timed for 4, 9 and
+16 candidates and each ``--num-crops``, interleaved round by round, next to the bounds this
+CPU puts on them: prompt FLOPs at its best float32 matrix-multiply speed, and one
+step's weight bytes at its copy bandwidth.
+
     python bench/rerank_latency.py [--runs 5] [--full --device cuda]
+    python bench/rerank_latency.py --full --device cpu [--layers 2] [--num-crops 1 4 9 16]
 """
 
 from __future__ import annotations
@@ -16,6 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +39,7 @@ from typing import Any
 import torch
 from _common import machine, make_photo_folder, percentiles, print_table, write_results
 
+from mmsearch.models.devices import resolve_dtype
 from mmsearch.models.phi3v import load_phi3v
 from mmsearch.rerank.backends import Phi3VisionVLM
 from mmsearch.rerank.pipeline import Reranker, _open_candidate
@@ -180,30 +196,302 @@ def report(results: dict[str, Any], where: str) -> None:
     print_table(["decoding", "p50 s", "p95 s", "answer tokens", "x baseline p50"], rows)
 
 
+FULL_LAYERS = 32
+
+
+def matmul_rate(dtype: torch.dtype, tokens: int = 1024, hidden: int = 3072) -> float:
+    """Best FLOP/s of this CPU's matrix products at the language model's MLP shape (a
+    1024-token chunk through 3072 -> 8192): the bound on the prompt pass."""
+    a = torch.randn(tokens, hidden).to(dtype)
+    w = torch.randn(8192, hidden).to(dtype)
+    torch.nn.functional.linear(a, w)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        torch.nn.functional.linear(a, w)
+        best = min(best, time.perf_counter() - start)
+    return 2 * tokens * hidden * 8192 / best
+
+
+def copy_bandwidth(n_bytes: int = 1 << 30) -> float:
+    """Best bytes/s of a large copy (bytes read + written): a decoding step reads every
+    weight once, so it can go no faster than its weight bytes at this rate."""
+    src = torch.ones(n_bytes // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n_bytes / best
+
+
+def _linear_params(module: torch.nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
+class LayerClock:
+    """Wall time spent inside each decoder layer (forward hooks), so that a reduced-depth
+    model's time can be extrapolated to the full depth."""
+
+    def __init__(self, layers: torch.nn.ModuleList) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._start = 0.0
+        self._handles = []
+        for layer in layers:
+            self._handles.append(layer.register_forward_pre_hook(self._pre))
+            self._handles.append(layer.register_forward_hook(self._post))
+
+    def _pre(self, *_: Any) -> None:
+        self._start = time.perf_counter()
+
+    def _post(self, *_: Any) -> None:
+        self.seconds += time.perf_counter() - self._start
+        self.calls += 1
+
+    def reset(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def _extrapolate(total: float, clock: LayerClock, n_layers: int) -> float:
+    """``total`` with the timed layers replaced by the full model's 32."""
+    per_layer = clock.seconds / clock.calls
+    return total - clock.seconds + per_layer * FULL_LAYERS * (clock.calls / n_layers)
+
+
+def bench_cpu_phases(
+    vlm: Phi3VisionVLM,
+    photos: list[Path],
+    runs: int,
+    candidate_counts: list[int],
+    crop_counts: list[int],
+    decode_steps: int,
+) -> dict[str, Any]:
+    """Prompt pass (CLIP, language model) and one decoding step per (candidates, crops),
+    each extrapolated to 32 layers. CLIP's input is the sheet resized to the crop grid, so
+    its cost depends on the crop count only: timed once per crop count and round (on the
+    first candidate count), its features reused for the others."""
+    model = vlm.model
+    lm = model.language_model
+    layers = lm.model.layers
+    n_layers = len(layers)
+    clock = LayerClock(layers)
+    reranker = Reranker(vlm)
+    image_processor = vlm.processor.image_processor
+    tok = vlm.tokenizer
+    real_features = model.vision.image_features
+    cached: dict[int, list[torch.Tensor]] = {}
+    keys = [(n, c) for c in crop_counts for n in candidate_counts]
+    clip_s: dict[int, list[float]] = {c: [] for c in crop_counts}
+    lm_s: dict[tuple[int, int], list[float]] = {k: [] for k in keys}
+    step_s: dict[tuple[int, int], list[float]] = {k: [] for k in keys}
+    prompt_tokens: dict[tuple[int, int], int] = {}
+    image_tokens: dict[tuple[int, int], int] = {}
+    try:
+        for _ in range(runs):
+            for c in crop_counts:
+                image_processor.num_crops = c
+                cached.pop(c, None)
+                for n in candidate_counts:
+                    cands = [(f"id-{i}", str(photos[i % len(photos)])) for i in range(n)]
+                    thumbs = [_open_candidate(p, reranker.cell_size) for _, p in cands]
+                    sheet = build_contact_sheet(thumbs, cell_size=reranker.cell_size)
+                    messages = reranker._messages(thumbs, sheet.image, QUERY, None)
+                    inputs = vlm._to_model(vlm.build_inputs(messages))
+                    ids = inputs["input_ids"]
+                    prompt_tokens[(n, c)] = int(ids.shape[1])
+                    image_tokens[(n, c)] = int((ids < 0).sum())
+                    if c not in cached:
+                        start = time.perf_counter()
+                        with torch.inference_mode():
+                            cached[c] = real_features(inputs["pixel_values"], inputs["image_sizes"])
+                        clip_s[c].append(time.perf_counter() - start)
+                    feats = cached[c]
+                    if feats[0].shape[0] != image_tokens[(n, c)]:
+                        raise RuntimeError("sheets of different shapes: CLIP must be re-timed")
+                    model.vision.image_features = lambda *_a, _f=feats: _f  # type: ignore[method-assign]
+                    clock.reset()
+                    start = time.perf_counter()
+                    with torch.inference_mode():
+                        out = model(**inputs, use_cache=True, logits_to_keep=1)
+                    lm_s[(n, c)].append(_extrapolate(time.perf_counter() - start, clock, n_layers))
+                    past = out.past_key_values
+                    nxt = out.logits[:, -1:].argmax(-1)
+                    mask = inputs["attention_mask"]
+                    steps = []
+                    for _ in range(decode_steps):
+                        mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
+                        clock.reset()
+                        start = time.perf_counter()
+                        with torch.inference_mode():
+                            out = lm(
+                                input_ids=nxt,
+                                attention_mask=mask,
+                                past_key_values=past,
+                                use_cache=True,
+                            )
+                        steps.append(_extrapolate(time.perf_counter() - start, clock, n_layers))
+                        past = out.past_key_values
+                        nxt = out.logits[:, -1:].argmax(-1)
+                    step_s[(n, c)].append(statistics.median(steps))
+                    print(  # progress, in case the run is cut short
+                        f"candidates={n} crops={c} prompt={prompt_tokens[(n, c)]} "
+                        f"clip={clip_s[c][-1]:.2f}s lm={lm_s[(n, c)][-1]:.2f}s "
+                        f"step={step_s[(n, c)][-1]:.3f}s load={os.getloadavg()[0]:.1f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    del past, out
+    finally:
+        model.vision.image_features = real_features  # type: ignore[method-assign]
+        clock.remove()
+
+    def answer_tokens(n: int) -> int:
+        ranking = ", ".join(f'"{label}"' for label in range(1, n + 1))
+        return len(tok.encode('{"ranking": [' + ranking + "]", add_special_tokens=False))
+
+    # Bounds, measured in the same run.
+    dtype = lm.dtype
+    rate = matmul_rate(dtype)
+    bandwidth = copy_bandwidth()
+    per_layer_linear = _linear_params(layers[0])
+    hidden = lm.config.hidden_size
+    clip_layers = model.vision.layers_to_run
+    clip_linear = _linear_params(model.vision.clip.encoder.layers[0]) * clip_layers
+    width = lm.config.hidden_size
+    element = torch.finfo(dtype).bits // 8
+    step_bytes = (per_layer_linear * FULL_LAYERS + _linear_params(lm.lm_head)) * element
+    rows = []
+    for n, c in keys:
+        t = prompt_tokens[(n, c)]
+        crops = math.isqrt(c) ** 2  # a square sheet uses the largest square grid
+        lm_flops = FULL_LAYERS * (2 * per_layer_linear * t + 2 * t * t * hidden)
+        clip_flops = (crops + 1) * (2 * clip_linear * 577 + clip_layers * 4 * 577 * 577 * 1024)
+        clip = statistics.median(clip_s[c])
+        lm_p = statistics.median(lm_s[(n, c)])
+        step = statistics.median(step_s[(n, c)])
+        k = answer_tokens(n)
+        total = clip + lm_p + k * step
+        bound = (clip_flops + lm_flops) / rate + k * step_bytes / bandwidth
+        rows.append(
+            {
+                "candidates": n,
+                "num_crops": c,
+                "crops_used": crops,
+                "prompt_tokens": t,
+                "image_tokens": image_tokens[(n, c)],
+                "clip_s": percentiles(clip_s[c]),
+                "lm_prompt_s": percentiles(lm_s[(n, c)]),
+                "decode_step_s": percentiles(step_s[(n, c)]),
+                "ranking_tokens": k,
+                "total_no_reason_s": total,
+                "prompt_bound_s": (clip_flops + lm_flops) / rate,
+                "decode_step_bound_s": step_bytes / bandwidth,
+                "total_bound_s": bound,
+                "fraction_of_bound": bound / total,
+            }
+        )
+    return {
+        "dtype": str(dtype).removeprefix("torch."),
+        "layers_built": n_layers,
+        "width": width,
+        "matmul_gflops": rate / 1e9,
+        "copy_gbytes_s": bandwidth / 1e9,
+        "step_weight_gbytes": step_bytes / 1e9,
+        "rows": rows,
+    }
+
+
+def report_cpu(results: dict[str, Any], where: str) -> None:
+    print(
+        f"\nrerank phases, {where}; {results['layers_built']} of 32 decoder layers built, "
+        "times extrapolated per layer to 32; CLIP-L complete\n"
+        f"bound: float32 matmul {results['matmul_gflops']:.0f} GFLOP/s, copy bandwidth "
+        f"{results['copy_gbytes_s']:.1f} GB/s, {results['step_weight_gbytes']:.1f} GB of "
+        "weights read per decoding step\n"
+    )
+    rows = [
+        [
+            r["candidates"],
+            r["num_crops"],
+            f"{r['prompt_tokens']} ({r['image_tokens']})",
+            r["clip_s"]["p50"],
+            r["lm_prompt_s"]["p50"],
+            f"{r['lm_prompt_s']['min']:.3g}..{r['lm_prompt_s']['p95']:.3g}",
+            r["decode_step_s"]["p50"],
+            r["ranking_tokens"],
+            r["total_no_reason_s"],
+            r["total_bound_s"],
+            r["fraction_of_bound"],
+        ]
+        for r in results["rows"]
+    ]
+    print_table(
+        [
+            "cands",
+            "crops",
+            "prompt tok (image)",
+            "CLIP s",
+            "LM prompt s",
+            "LM min..p95",
+            "s/token",
+            "rank tok",
+            "total s",
+            "bound s",
+            "fraction",
+        ],
+        rows,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--device", default=None, help="default: cuda with --full, else cpu")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--layers", type=int, default=2, help="decoder layers built (CPU)")
+    parser.add_argument("--num-crops", type=int, nargs="+", default=[1, 4, 9, 16])
+    parser.add_argument("--candidates", type=int, nargs="+", default=[4, 9, 16])
+    parser.add_argument("--decode-steps", type=int, default=4)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     device = args.device or ("cuda" if args.full else "cpu")
+    cpu_phases = args.full and torch.device(device).type == "cpu"
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         photos = make_photo_folder(tmp / "photos", 10)
-        if args.full:
-            vlm = full_size_phi3v(tmp / "phi3v", device, torch.bfloat16)
-            where = f"full-size Phi-3 Vision (random weights), {device}, bfloat16"
-        else:
-            model, processor = load_phi3v(
-                write_tiny_phi3v(tmp / "phi3v"), device=device, dtype="float32"
+        if cpu_phases:
+            dtype = resolve_dtype("auto", torch.device("cpu"), accelerator=torch.bfloat16)
+            text = FULL_TEXT | {"num_hidden_layers": args.layers}
+            vlm = full_size_phi3v(tmp / "phi3v", device, dtype, text=text)
+            where = f"Phi-3 Vision width (random weights), cpu, {str(dtype)[6:]}"
+            results = bench_cpu_phases(
+                vlm, photos, args.runs, args.candidates, args.num_crops, args.decode_steps
             )
-            vlm = Phi3VisionVLM(model, processor, "phi3v-tiny")
-            where = f"tiny Phi-3 Vision, {device}, float32"
-        results = bench_rerank(vlm, photos, args.runs)
-    report(results, where)
-    name = "rerank_latency_full" if args.full else "rerank_latency_tiny"
+            report_cpu(results, where)
+            results["threads"] = torch.get_num_threads()
+            results["loadavg_at_end"] = os.getloadavg()
+            name = "rerank_latency_cpu"
+        else:
+            if args.full:
+                vlm = full_size_phi3v(tmp / "phi3v", device, torch.bfloat16)
+                where = f"full-size Phi-3 Vision (random weights), {device}, bfloat16"
+            else:
+                model, processor = load_phi3v(
+                    write_tiny_phi3v(tmp / "phi3v"), device=device, dtype="float32"
+                )
+                vlm = Phi3VisionVLM(model, processor, "phi3v-tiny")
+                where = f"tiny Phi-3 Vision, {device}, float32"
+            results = bench_rerank(vlm, photos, args.runs)
+            report(results, where)
+            name = "rerank_latency_full" if args.full else "rerank_latency_tiny"
     path = write_results(name, {"machine": machine(), "model": where, **results}, args.out)
     print(f"\nwrote {path}")
 

@@ -67,6 +67,9 @@ MAX_PATHS_PER_CALL = 1000
 MAX_IDS_PER_CALL = 10_000
 """Schema bound; the reranker applies the lower ``max_rerank_candidates``."""
 
+RERANK_GRACE_S = 5.0
+"""The rerank call answers at most this long after ``rerank_timeout_s``."""
+
 
 class SearchFactory(Protocol):
     def __call__(self, settings: Settings) -> ImageSearch: ...
@@ -401,9 +404,17 @@ def create_server(
         image: Annotated[
             str | None, Field(description="Example image: a file path, a data URI or base64.")
         ] = None,
+        with_reason: Annotated[
+            bool | None,
+            Field(
+                description="Also return the model's one-line reason (slower: decoding goes "
+                "on after the ranking). Default: the server's setting."
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, RerankResult]:
         """Re-order candidate images by how well a vision-language model judges they match
-        the query. Slower than search and more precise; use on a handful of hits."""
+        the query. Slower than search and more precise; use on a handful of hits. Past the
+        server's rerank time limit the given order comes back with reranked=false."""
         with _tool_errors("rerank"):
             if not (text and text.strip()) and not image:
                 raise InvalidQueryError("give text, image, or both")
@@ -415,33 +426,56 @@ def create_server(
                 else None
             )
 
-            def work() -> tuple[Any, dict[str, ImageRecord]]:
-                from mmsearch.images import decode_image
-
+            def lookup() -> dict[str, ImageRecord]:
                 records = {r.id: r for r in shared.get().get(candidate_ids)}
                 missing = [i for i in candidate_ids if i not in records]
                 if missing:
                     raise InvalidQueryError(f"unknown candidate ids: {', '.join(missing)}")
                 for record in records.values():
                     ensure_allowed(record.path, allowed)
-                candidates = [records[i] for i in candidate_ids]
+                return records
+
+            records = await _in_thread(lookup, settings.search_timeout_s)
+
+            def work() -> Any:
+                from mmsearch.images import decode_image
+
                 query = (
                     decode_image(query_image, name="image", max_pixels=settings.max_image_pixels)
                     if isinstance(query_image, bytes)
                     else query_image
                 )
-                ranked = rerank_fn(candidates, text=text, image=query, settings=shared.settings)
-                return ranked, records
+                return rerank_fn(
+                    [records[i] for i in candidate_ids],
+                    text=text,
+                    image=query,
+                    settings=shared.settings,
+                    with_reason=with_reason,
+                )
 
-            ranked, records = await _in_thread(work)
+            # The library keeps its own deadline; this bounds what it cannot interrupt
+            # (a file read that blocks, a model that ignores the deadline).
+            limit = shared.settings.rerank_timeout_s + RERANK_GRACE_S
+            try:
+                with anyio.fail_after(limit):
+                    ranked = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+                ids, reranked = ranked.ids, ranked.reranked
+                reason, note = ranked.reason, ranked.note
+            except TimeoutError:
+                log.warning("rerank did not finish within %g s", limit)
+                ids, reranked, reason = list(candidate_ids), False, ""
+                note = (
+                    f"the rerank did not finish within {limit:g} s (setting "
+                    "MMSEARCH_RERANK_TIMEOUT_S); the given order is kept"
+                )
             result = RerankResult(
                 ranking=[
                     RankedImage(id=i, path=records[i].path, rank=rank)
-                    for rank, i in enumerate(ranked.ids, 1)
+                    for rank, i in enumerate(ids, 1)
                 ],
-                reranked=ranked.reranked,
-                reason=ranked.reason,
-                note=ranked.note,
+                reranked=reranked,
+                reason=reason,
+                note=note,
             )
             return _result(rerank_summary(result), result)
 

@@ -123,7 +123,23 @@ class Settings(BaseSettings):
     """Device of the reranker, independent of the embedder's ``device``."""
 
     rerank_timeout_s: float = Field(default=120.0, gt=0)
-    """Past this, a rerank gives up and returns the retrieval order (``reranked=False``)."""
+    """Bound on a whole rerank: reading the files, the prompt pass (checked between layers)
+    and decoding. A rerank estimated not to fit returns at once; past the bound, one
+    returns. Either way the retrieval order comes back with ``reranked=False`` and a note."""
+
+    rerank_num_crops: int | None = Field(default=None, ge=1, le=64)
+    """Phi-3 Vision: 336 px crops the contact sheet is cut into (HD transform
+    ``num_crops``); the prompt holds about 144 tokens per crop, plus 144 for the whole
+    sheet. Unset: the checkpoint's own value (16) on a GPU, 1 on a CPU (a 9-candidate
+    sheet then shows each candidate at about 107 px instead of 256; 4 crops: 215 px).
+    Square sheets use 1, 4, 9 or 16 crops."""
+
+    rerank_with_reason: bool = True
+    """Ask the reranker for a one-line reason after the ranking. Off: decoding stops as
+    soon as the ranking is closed (fewer tokens: faster, most of all on a CPU)."""
+
+    rerank_memory_check: bool = True
+    """Refuse to load a reranker larger than the free memory of its device."""
 
     max_rerank_candidates: int = Field(default=20, ge=1, le=100)
     """More candidates than this is refused: the contact sheet would be unreadable."""

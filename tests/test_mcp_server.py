@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -270,8 +272,10 @@ def reranker(monkeypatch) -> list[dict[str, Any]]:
     """A stand-in ``mmsearch.rerank`` that reverses the candidates and records its calls."""
     calls: list[dict[str, Any]] = []
 
-    def rerank(candidates, text=None, image=None, *, settings=None):
-        calls.append({"candidates": candidates, "text": text, "image": image})
+    def rerank(candidates, text=None, image=None, *, settings=None, with_reason=None):
+        calls.append(
+            {"candidates": candidates, "text": text, "image": image, "with_reason": with_reason}
+        )
         ids = [c.id for c in reversed(candidates)]
         return SimpleNamespace(ids=ids, reranked=True, reason="the cat is orange", note="")
 
@@ -288,6 +292,45 @@ async def test_rerank_returns_the_reranker_order(server, library, photos, rerank
     assert result.structured_content["reranked"] is True
     assert [c.id for c in reranker[0]["candidates"]] == ids
     assert "the cat is orange" in text_of(result)
+
+
+async def test_rerank_passes_the_reason_choice(server, library, photos, reranker) -> None:
+    await call(server, "index_images", {"paths": [str(photos)]})
+    ids = list(library.records)[:2]
+    await call(server, "rerank", {"candidate_ids": ids, "text": "a cat", "with_reason": False})
+    await call(server, "rerank", {"candidate_ids": ids, "text": "a cat"})
+    assert [c["with_reason"] for c in reranker] == [False, None]
+
+
+async def test_a_rerank_that_overruns_its_time_limit_answers_with_the_given_order(
+    server, library, photos, monkeypatch
+) -> None:
+    """What the library cannot interrupt (a blocking file read, a stuck model) still
+    ends at the rerank time limit: the given order, reranked false, the setting named."""
+    import mcp_server.server as server_module
+
+    release = threading.Event()
+
+    def stuck(candidates, text=None, image=None, *, settings=None, with_reason=None):
+        release.wait(30)
+        raise AssertionError("the call should have been answered already")
+
+    monkeypatch.setitem(sys.modules, "mmsearch.rerank", SimpleNamespace(rerank=stuck))
+    monkeypatch.setattr(server_module, "RERANK_GRACE_S", 0.0)
+    library.settings.rerank_timeout_s = 0.5
+    await call(server, "index_images", {"paths": [str(photos)]})
+    ids = list(library.records)[:3]
+    try:
+        started = time.monotonic()
+        result = await call(server, "rerank", {"candidate_ids": ids, "text": "a cat"})
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert not result.is_error
+    assert [r["id"] for r in result.structured_content["ranking"]] == ids
+    assert result.structured_content["reranked"] is False
+    assert "MMSEARCH_RERANK_TIMEOUT_S" in result.structured_content["note"]
+    assert elapsed < 10
 
 
 async def test_rerank_hands_a_base64_query_image_over_decoded(

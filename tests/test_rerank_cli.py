@@ -73,3 +73,13 @@ def test_too_many_candidates_is_a_clear_error(tiny_vlm_dir, candidate_images) ->
         rerank_command, ["--text", "x", *_args(candidate_images[:4])], obj=settings
     )
     assert result.exit_code != 0 and "at most 3" in result.output
+
+
+def test_no_reason_returns_the_same_ranking_without_a_reason(settings, candidate_images) -> None:  # noqa: ANN001
+    args = ["--text", "red", "--json", *_args(candidate_images[:5])]
+    with_reason = CliRunner().invoke(rerank_command, args, obj=settings)
+    without = CliRunner().invoke(rerank_command, [*args, "--no-reason"], obj=settings)
+    assert with_reason.exit_code == 0 and without.exit_code == 0, without.output
+    full, short = json.loads(with_reason.stdout), json.loads(without.stdout)
+    assert full["reason"] and short["reason"] == ""
+    assert short["reranked"] and short["ids"] == full["ids"]

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 from tiny_models import WORDS
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
 
 from mmsearch.errors import RerankError
 from mmsearch.rerank.constrained import (
@@ -55,14 +55,21 @@ def _decode(
     batch: int = 1,
     enforce_unique: bool = True,
     extra: list[LogitsProcessor] | None = None,
+    with_reason: bool = True,
+    stop_on_close: bool = True,
 ) -> list[tuple[str, list[int]]]:
-    """Greedy decoding of ``batch`` different prompts at once; rows are independent."""
+    """Greedy decoding of ``batch`` different prompts at once; rows are independent.
+    ``stop_on_close=False`` leaves out the stopping criterion (the forced EOS alone)."""
     model, tokenizer = tiny_text_lm
     inputs = _prompts(tokenizer, rng, n, batch)
-    processor = PermutationLogitsProcessor(vocab, n, REASON_CHARS, enforce_unique=enforce_unique)
+    processor = PermutationLogitsProcessor(
+        vocab, n, REASON_CHARS, enforce_unique=enforce_unique, with_reason=with_reason
+    )
+    criterion = processor.stopping_criterion if stop_on_close else None
     out = model.generate(
         **inputs,
         logits_processor=LogitsProcessorList([*(extra or []), processor]),
+        stopping_criteria=StoppingCriteriaList([criterion] if criterion else []),
         max_new_tokens=token_budget(n, REASON_CHARS),
         do_sample=False,
         eos_token_id=vocab.eos_token_id,
@@ -72,9 +79,9 @@ def _decode(
     return [(vocab.text_of(ids), ids) for ids in rows]
 
 
-def _is_permutation(text: str, n: int) -> bool:
+def _is_permutation(text: str, n: int, with_reason: bool = True) -> bool:
     try:
-        parse_answer(text, n)
+        parse_answer(text, n, with_reason=with_reason)
     except RerankError:
         return False
     return True
@@ -146,14 +153,36 @@ def test_test_vocabulary_has_tokens_spanning_labels_and_punctuation(vocab) -> No
     assert len(spanning) > 50 and crossing
 
 
-def test_constrained_decoding_always_yields_a_permutation(tiny_text_lm, vocab) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    ("with_reason", "stop_on_close"), [(True, True), (False, True), (False, False)]
+)
+def test_constrained_decoding_always_yields_a_permutation(
+    tiny_text_lm,  # noqa: ANN001
+    vocab,  # noqa: ANN001
+    with_reason: bool,
+    stop_on_close: bool,
+) -> None:
     rng = random.Random(1234)
     invalid, spanning_tokens_used, trials = [], 0, 0
     for n in range(1, MAX_N + 1):
-        for text, ids in _decode(tiny_text_lm, vocab, n, rng, batch=TRIALS // MAX_N):
+        decoded = _decode(
+            tiny_text_lm,
+            vocab,
+            n,
+            rng,
+            batch=TRIALS // MAX_N,
+            with_reason=with_reason,
+            stop_on_close=stop_on_close,
+        )
+        for text, ids in decoded:
             trials += 1
-            if not _is_permutation(text, n):
+            if not _is_permutation(text, n, with_reason):
                 invalid.append((n, text))
+            if not with_reason:
+                # Nothing follows the token that closes the ranking but EOS/padding.
+                pieces = [vocab.token_text.get(i, "") for i in ids]
+                closing = next(k for k, t in enumerate(pieces) if "]" in t)
+                assert all(p == "" for p in pieces[closing + 1 :]), (n, text)
             spanning_tokens_used += sum(
                 bool(re.search(r'\d",\s?"', vocab.token_text.get(i, ""))) for i in ids
             )
@@ -184,11 +213,16 @@ class _Saboteur(LogitsProcessor):
         return scores
 
 
+@pytest.mark.parametrize("with_reason", [True, False])
 def test_a_model_pushing_to_stop_early_or_repeat_still_yields_a_permutation(
-    tiny_text_lm,
+    tiny_text_lm,  # noqa: ANN001
     vocab,  # noqa: ANN001
+    with_reason: bool,
 ) -> None:
     rng = random.Random(7)
     for n in (1, 2, 5, 11, 20):
-        [(text, _)] = _decode(tiny_text_lm, vocab, n, rng, extra=[_Saboteur(vocab)])
-        assert sorted(parse_answer(text, n).labels, key=int) == candidate_labels(n)
+        [(text, _)] = _decode(
+            tiny_text_lm, vocab, n, rng, extra=[_Saboteur(vocab)], with_reason=with_reason
+        )
+        parsed = parse_answer(text, n, with_reason=with_reason)
+        assert sorted(parsed.labels, key=int) == candidate_labels(n)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from mmsearch.errors import ImageDecodeError, InvalidQueryError, ModelLoadError
 from mmsearch.rerank import RerankCandidate, Reranker, detect_backend, load_vlm, rerank
 from mmsearch.rerank.backends import Generation, Phi3VisionVLM, TransformersVLM
 from mmsearch.rerank.constrained import parse_answer
+from mmsearch.rerank.pipeline import TIMEOUT_SETTING
 
 
 class Recording:
@@ -137,22 +141,108 @@ def test_separate_images_input_also_yields_a_permutation(tiny_vlm, candidate_ima
     assert result.reranked and sorted(result.ids) == sorted(ids)
 
 
+@contextmanager
+def _slowed(vlm: Any, seconds_per_layer: float) -> Iterator[None]:
+    """The model as a slow CPU runs it: every layer of every stack (vision encoder,
+    decoder) takes ``seconds_per_layer`` longer."""
+    handles = [
+        layer.register_forward_pre_hook(lambda *_: time.sleep(seconds_per_layer))
+        for stack in vlm.model.modules()
+        if isinstance(stack, torch.nn.ModuleList)
+        for layer in stack
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _calibrated(reranker: Reranker) -> Reranker:
+    reranker.cost.rates()  # the one-off micro-benchmark, outside the timed call
+    return reranker
+
+
 def test_timeout_returns_the_retrieval_order_unreranked(tiny_vlm, candidate_images) -> None:  # noqa: ANN001
     model = Recording(tiny_vlm)
     ids = ["c", "a", "b", "d"]
     result = _reranker(model, timeout_s=1e-9).rerank(_candidates(ids, candidate_images), text="red")
     assert result.ids == ids and not result.reranked
-    assert "timed out" in result.note
+    assert "timed out" in result.note and TIMEOUT_SETTING in result.note
+    assert model.generations == []  # the deadline had passed before the model was asked
+
+
+def test_the_deadline_covers_the_prompt_pass(tiny_vlm, candidate_images) -> None:  # noqa: ANN001
+    model = Recording(tiny_vlm)
+    ids = ["c", "a", "b", "d"]
+    reranker = _calibrated(_reranker(model, timeout_s=1.0))
+    per_layer = 0.25
+    with _slowed(tiny_vlm, per_layer):
+        result = reranker.rerank(_candidates(ids, candidate_images), text="red")
+    assert result.ids == ids and not result.reranked
+    assert "prompt pass" in result.note and TIMEOUT_SETTING in result.note
     [(_, generated)] = model.generations
-    assert generated.timed_out and len(generated.token_ids) == 1
+    assert generated.timed_out and generated.token_ids == []  # stopped inside the prompt
+    assert result.elapsed_s < 1.0 + 2 * per_layer + 0.5  # within a layer of the deadline
 
 
 def test_timeout_while_captioning_returns_the_retrieval_order(tiny_vlm, candidate_images) -> None:  # noqa: ANN001
     ids = ["c", "a", "b"]
-    result = _reranker(tiny_vlm, timeout_s=1e-9).rerank(
-        _candidates(ids, candidate_images), image=candidate_images[0]
-    )
+    reranker = _calibrated(_reranker(tiny_vlm, timeout_s=1.0))
+    with _slowed(tiny_vlm, 0.25):
+        result = reranker.rerank(_candidates(ids, candidate_images), image=candidate_images[0])
     assert result.ids == ids and not result.reranked and "captioning" in result.note
+
+
+def test_a_rerank_estimated_not_to_fit_returns_at_once(tiny_vlm, candidate_images) -> None:  # noqa: ANN001
+    model = Recording(tiny_vlm)
+    ids = ["c", "a", "b", "d"]
+    reranker = _reranker(model, timeout_s=60.0)
+    # A previous call measured 2 s per prompt token: hundreds of tokens cannot fit in 60 s.
+    reranker.cost.observe(prompt_tokens=10, prompt_s=20.0, new_tokens=5, decode_s=8.0)
+    result = reranker.rerank(_candidates(ids, candidate_images), text="red")
+    assert result.ids == ids and not result.reranked
+    assert "estimated" in result.note
+    assert TIMEOUT_SETTING in result.note and "MMSEARCH_RERANK_NUM_CROPS" in result.note
+    assert model.generations == [] and result.elapsed_s < 10
+
+
+def test_a_rerank_estimated_to_fit_runs(tiny_vlm, candidate_images) -> None:  # noqa: ANN001
+    reranker = _reranker(tiny_vlm, timeout_s=60.0)
+    reranker.cost.observe(prompt_tokens=1000, prompt_s=1.0, new_tokens=11, decode_s=0.1)
+    ids = ["c", "a", "b", "d"]
+    result = reranker.rerank(_candidates(ids, candidate_images), text="red")
+    assert result.reranked and sorted(result.ids) == sorted(ids)
+    assert reranker.cost.rates().source == "measured"  # the call replaced the estimate
+
+
+def test_without_the_reason_decoding_stops_at_the_closed_ranking(
+    tiny_vlm,  # noqa: ANN001
+    candidate_images,  # noqa: ANN001
+) -> None:
+    ids = [f"id{i}" for i in range(9)]
+    candidates = _candidates(ids, candidate_images)
+    with_reason = Recording(tiny_vlm)
+    full = _reranker(with_reason, reason_max_chars=40).rerank(candidates, text="red")
+    short_model = Recording(tiny_vlm)
+    short = _reranker(short_model, reason_max_chars=40).rerank(
+        candidates, text="red", with_reason=False
+    )
+    assert full.reranked and short.reranked and short.reason == ""
+    assert short.ids == full.ids  # greedy: the same ranking, without what follows it
+    [(_, long_gen)] = with_reason.generations
+    [(_, short_gen)] = short_model.generations
+    # Decoding stopped on the token that closes the ranking (which may span past it).
+    texts = [_vocab_text(tiny_vlm, [t]) for t in short_gen.token_ids]
+    assert "]" in texts[-1] and not any("]" in t for t in texts[:-1])
+    assert len(short_gen.token_ids) < len(long_gen.token_ids)
+    assert long_gen.token_ids[: len(short_gen.token_ids)] == short_gen.token_ids
+
+
+def _vocab_text(vlm: Any, token_ids: list[int]) -> str:
+    from mmsearch.rerank.constrained import TokenVocabulary
+
+    return TokenVocabulary(vlm.tokenizer, vlm.eos_token_id).text_of(token_ids)
 
 
 def test_model_failure_returns_the_retrieval_order_unreranked(tiny_vlm, candidate_images) -> None:  # noqa: ANN001

@@ -14,7 +14,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
@@ -54,6 +55,11 @@ class Generation:
     token_ids: list[int]
     """Newly generated tokens, end-of-sequence included when the model stopped on it."""
     timed_out: bool
+    prompt_tokens: int = 0
+    prompt_s: float | None = None
+    """Seconds to the first new token: the prompt pass (image encoder included)."""
+    decode_s: float | None = None
+    """Seconds from the first new token to the last."""
 
 
 @runtime_checkable
@@ -85,18 +91,55 @@ class VisionLanguageModel(Protocol):
 
 
 class DeadlineCriteria(StoppingCriteria):
-    """Stops generation once ``time.monotonic()`` passes the deadline."""
+    """Stops generation once ``time.monotonic()`` passes the deadline; also notes when
+    each token came (the first one closes the prompt pass)."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float | None) -> None:
         self.deadline = deadline
         self.fired = False
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> Any:
-        if time.monotonic() >= self.deadline:
+        now = time.monotonic()
+        if self.first_token_at is None:
+            self.first_token_at = now
+        self.last_token_at = now
+        if self.deadline is not None and now >= self.deadline:
             self.fired = True
         return torch.full(
             (input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device
         )
+
+
+class PastDeadline(Exception):  # noqa: N818 - a signal, caught inside generate
+    """Raised between two layers of a forward pass once the deadline has passed."""
+
+
+@contextmanager
+def layer_deadline(model: torch.nn.Module, deadline: float | None) -> Iterator[None]:
+    """Check the deadline before every layer of every layer stack (decoder, vision
+    encoder): a prompt pass of minutes on a CPU stops within one layer of the deadline
+    instead of running to its end. Stopping criteria only run between tokens."""
+    if deadline is None:
+        yield
+        return
+
+    def check(*_: Any) -> None:
+        if time.monotonic() >= deadline:
+            raise PastDeadline
+
+    handles = [
+        layer.register_forward_pre_hook(check)
+        for stack in model.modules()
+        if isinstance(stack, torch.nn.ModuleList)
+        for layer in stack
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -126,7 +169,17 @@ class TransformersVLM:
         self.eos_token_id = self._eos_ids[0]
 
     @classmethod
-    def load(cls, name_or_path: str, device: torch.device, dtype: torch.dtype) -> TransformersVLM:
+    def load(
+        cls,
+        name_or_path: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        *,
+        num_crops: int | None = None,
+        memory_check: bool = True,
+    ) -> TransformersVLM:
+        """``num_crops`` applies to Phi-3 Vision only."""
+        device = torch.device(device)
         from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
         from transformers.models.auto.modeling_auto import (
             MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
@@ -135,6 +188,9 @@ class TransformersVLM:
         try:
             processor = AutoProcessor.from_pretrained(name_or_path)
             model_type = read_model_type(name_or_path)
+            local = Path(name_or_path).expanduser()
+            if memory_check and local.is_dir():
+                _check_checkpoint_memory(local, device, dtype)
             # Some multimodal models (Phi-4-multimodal) are registered as causal LMs only.
             auto = (
                 AutoModelForCausalLM
@@ -185,22 +241,35 @@ class TransformersVLM:
     ) -> Generation:
         model_inputs = self._to_model(inputs)
         prompt_len = int(model_inputs["input_ids"].shape[1])
-        stop = DeadlineCriteria(deadline) if deadline is not None else None
+        clock = DeadlineCriteria(deadline)
+        criteria = [clock]
+        extra = getattr(logits_processor, "stopping_criterion", None)
+        if extra is not None:  # e.g. stop as soon as the ranking is closed
+            criteria.append(extra)
         processors = LogitsProcessorList([logits_processor] if logits_processor else [])
-        out = self.model.generate(
-            **model_inputs,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            logits_processor=processors,
-            stopping_criteria=StoppingCriteriaList([stop] if stop else []),
-            eos_token_id=self._eos_ids,
-            pad_token_id=self.tokenizer.pad_token_id or self.eos_token_id,
-        )
+        started = time.monotonic()
+        try:
+            with layer_deadline(self.model, deadline):
+                out = self.model.generate(
+                    **model_inputs,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    logits_processor=processors,
+                    stopping_criteria=StoppingCriteriaList(criteria),
+                    eos_token_id=self._eos_ids,
+                    pad_token_id=self.tokenizer.pad_token_id or self.eos_token_id,
+                )
+        except PastDeadline:
+            return Generation(token_ids=[], timed_out=True, prompt_tokens=prompt_len)
         sequence = out[0] if isinstance(out, torch.Tensor) else out.sequences[0]
+        first, last = clock.first_token_at, clock.last_token_at
         return Generation(
             token_ids=[int(t) for t in sequence[prompt_len:]],
-            timed_out=bool(stop and stop.fired),
+            timed_out=clock.fired,
+            prompt_tokens=prompt_len,
+            prompt_s=None if first is None else first - started,
+            decode_s=None if first is None or last is None else last - first,
         )
 
     @torch.inference_mode()
@@ -250,20 +319,52 @@ class Phi3VisionVLM(TransformersVLM):
     """Its processor takes one conversation at a time."""
 
     @classmethod
-    def load(cls, name_or_path: str, device: torch.device, dtype: torch.dtype) -> Phi3VisionVLM:
+    def load(
+        cls,
+        name_or_path: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        *,
+        num_crops: int | None = None,
+        memory_check: bool = True,
+    ) -> Phi3VisionVLM:
         try:
             from mmsearch.models.phi3v import load_phi3v
+            from mmsearch.models.phi3v.checkpoint import resolve_checkpoint_dir
         except ImportError as e:
             raise ModelLoadError(
                 "Phi-3 Vision support (mmsearch.models.phi3v) is not available in this "
                 "installation; set MMSEARCH_RERANK_MODEL to a transformers-native VLM "
                 "(e.g. Qwen/Qwen2.5-VL-3B-Instruct) instead"
             ) from e
-        model, processor = load_phi3v(name_or_path, device, dtype)
+        device = torch.device(device)
+        if memory_check:
+            _check_checkpoint_memory(resolve_checkpoint_dir(name_or_path), device, dtype)
+        model, processor = load_phi3v(name_or_path, device, dtype, num_crops=num_crops)
         return cls(model, processor, name_or_path)
 
     def build_inputs(self, messages: Sequence[ChatMessage]) -> Mapping[str, Any]:
         return self.processor(messages=list(messages))
+
+
+def _check_checkpoint_memory(directory: Path, device: torch.device, dtype: torch.dtype) -> None:
+    from mmsearch.rerank.budget import check_memory, checkpoint_weight_bytes
+
+    config = directory / "config.json"
+    stored = json.loads(config.read_text()).get("torch_dtype") if config.is_file() else None
+    needed = checkpoint_weight_bytes(directory, dtype, stored)
+    check_memory(needed, device, f"the reranker {directory.name} in {str(dtype)[6:]}")
+
+
+def default_num_crops(device: torch.device) -> int | None:
+    """Contact-sheet crops when ``rerank_num_crops`` is unset: the checkpoint's own value
+    on accelerators; 1 on a CPU, where each prompt token of the full Phi-3 Vision costs
+    about 60 ms in float32 on two cores (bench/README.md): 313 image tokens instead of
+    2,509, the only value that brings a 9-candidate rerank near a minute there."""
+    return CPU_NUM_CROPS if device.type == "cpu" else None
+
+
+CPU_NUM_CROPS = 1
 
 
 def read_model_type(name_or_path: str) -> str | None:
@@ -298,7 +399,7 @@ def detect_backend(name_or_path: str) -> Backend:
     return "transformers"
 
 
-_LOADED: dict[tuple[str, str, str, str], VisionLanguageModel] = {}
+_LOADED: dict[tuple[Any, ...], VisionLanguageModel] = {}
 _LOAD_LOCK = threading.Lock()
 _MODEL_LOCKS: dict[int, threading.Lock] = {}
 
@@ -322,7 +423,8 @@ def load_vlm(settings: Settings) -> VisionLanguageModel:
     backend = settings.rerank_backend
     if backend == "auto":
         backend = detect_backend(settings.rerank_model)
-    key = (settings.rerank_model, backend, device, settings.dtype)
+    num_crops = settings.rerank_num_crops or default_num_crops(device)
+    key = (settings.rerank_model, backend, device, settings.dtype, num_crops)
     with _LOAD_LOCK:
         if key not in _LOADED:
             dtype = resolve_dtype(settings.dtype, device, accelerator=_half_precision(device))
@@ -330,7 +432,13 @@ def load_vlm(settings: Settings) -> VisionLanguageModel:
             if loader is None:
                 raise ConfigurationError(f"unknown rerank backend {backend!r}")
             started = time.monotonic()
-            _LOADED[key] = loader.load(settings.rerank_model, device, dtype)
+            _LOADED[key] = loader.load(
+                settings.rerank_model,
+                device,
+                dtype,
+                num_crops=num_crops,
+                memory_check=settings.rerank_memory_check,
+            )
             logger.info(
                 "loaded reranker %s (%s) on %s in %.1fs",
                 settings.rerank_model,

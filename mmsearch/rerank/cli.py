@@ -55,6 +55,12 @@ def make_rerank_command(resolve_ids: IdResolver | None = None) -> click.Command:
         type=click.Path(dir_okay=False, writable=True),
         help="Also write the numbered contact sheet the model looks at (PNG).",
     )
+    @click.option(
+        "--reason/--no-reason",
+        default=None,
+        help="Ask for the model's one-line reason (default: MMSEARCH_RERANK_WITH_REASON, on). "
+        "Without it decoding stops at the ranking: faster.",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
     @click.pass_context
     def rerank_command(
@@ -63,6 +69,7 @@ def make_rerank_command(resolve_ids: IdResolver | None = None) -> click.Command:
         image: str | None,
         candidates: tuple[str, ...],
         save_sheet: str | None,
+        reason: bool | None,
         as_json: bool,
     ) -> None:
         """Rerank candidate images (best first) with the vision-language model."""
@@ -71,7 +78,14 @@ def make_rerank_command(resolve_ids: IdResolver | None = None) -> click.Command:
         settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
         try:
             items = resolve_candidates(candidates, resolve_ids)
-            result = rerank(items, text=text, image=image, settings=settings, save_sheet=save_sheet)
+            result = rerank(
+                items,
+                text=text,
+                image=image,
+                settings=settings,
+                save_sheet=save_sheet,
+                with_reason=reason,
+            )
         except MMSearchError as e:  # one line, as every other command reports errors
             click.echo(f"error: {' '.join(str(e).split())}", err=True)
             ctx.exit(1)

@@ -15,6 +15,11 @@ are simulated character by character. Because every label is a prefix-closed str
 of digits and every unused label stays reachable, the guide never runs out of
 tokens, and since the array must hold N items, the model cannot stop before writing
 every label exactly once.
+
+The ranking comes first in the answer, so a caller that does not want the reason can
+stop there: with ``with_reason=False`` the processor allows only end-of-sequence once
+the array is closed, and :class:`RankingClosed` stops generation on the very token that
+closes it (one forward pass fewer). Up to that token the constraint is the same.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 from outlines.processors.base_logits_processor import OutlinesLogitsProcessor
 from outlines_core import Guide, Index, Vocabulary
 from outlines_core.json_schema import build_regex_from_schema
+from transformers import StoppingCriteria
 
 from mmsearch.errors import RerankError
 
@@ -205,7 +211,8 @@ class RankingTracker:
 class PermutationLogitsProcessor(OutlinesLogitsProcessor):
     """Outlines' JSON-schema guide plus the one rule the schema cannot express: no
     label twice. A standard ``transformers`` logits processor (batch rows are
-    independent). ``enforce_unique=False`` leaves only the schema, for comparison."""
+    independent). ``enforce_unique=False`` leaves only the schema, for comparison.
+    ``with_reason=False``: end-of-sequence as soon as the ranking is closed."""
 
     def __init__(
         self,
@@ -214,6 +221,7 @@ class PermutationLogitsProcessor(OutlinesLogitsProcessor):
         reason_max_chars: int,
         *,
         enforce_unique: bool = True,
+        with_reason: bool = True,
     ) -> None:
         super().__init__("torch")
         self.vocab = vocab
@@ -221,6 +229,13 @@ class PermutationLogitsProcessor(OutlinesLogitsProcessor):
         self.labels = candidate_labels(n)
         self.index = vocab.index(n, reason_max_chars)
         self.enforce_unique = enforce_unique
+        self.with_reason = with_reason
+        self.stopping_criterion: RankingClosed | None = (
+            None if with_reason else RankingClosed(vocab)
+        )
+        """Stops generation on the token closing the ranking (backends that take
+        ``transformers`` stopping criteria add it; others stop on the forced EOS)."""
+        self._closed: list[bool] = []
         self._guides: list[Guide] = []
         self._trackers: list[RankingTracker] = []
         self._started = False
@@ -233,6 +248,7 @@ class PermutationLogitsProcessor(OutlinesLogitsProcessor):
         if not self._started:
             self._guides = [Guide(self.index) for _ in range(batch)]
             self._trackers = [RankingTracker(self.labels) for _ in range(batch)]
+            self._closed = [False] * batch
             self._bitmask = torch.empty((1, (vocab_size + 31) // 32), dtype=torch.int32)
             self._shifts = torch.arange(32, dtype=torch.int32)
             self._started = True
@@ -240,9 +256,11 @@ class PermutationLogitsProcessor(OutlinesLogitsProcessor):
             for i in range(batch):
                 last = int(input_ids[i, -1])
                 guide = self._guides[i]
-                if guide.is_finished() and last == self.vocab.eos_token_id:
+                if last == self.vocab.eos_token_id and (guide.is_finished() or self._closed[i]):
                     continue
                 guide.advance(token_id=last, return_tokens=False)
+                if "]" in self.vocab.token_text.get(last, ""):
+                    self._closed[i] = True  # labels are digits: "]" only closes the array
                 if self.enforce_unique:
                     self._trackers[i].advance(self.vocab.token_text.get(last, ""))
         for i in range(batch):
@@ -251,6 +269,10 @@ class PermutationLogitsProcessor(OutlinesLogitsProcessor):
 
     def _mask_row(self, i: int, row: torch.Tensor) -> torch.Tensor:
         guide, tracker = self._guides[i], self._trackers[i]
+        if self._closed[i] and not self.with_reason:
+            keep = torch.zeros(row.shape[0], dtype=torch.bool, device=row.device)
+            keep[self.vocab.eos_token_id] = True
+            return row.masked_fill(~keep, float("-inf"))
         if self.enforce_unique and tracker.checking:
             text = self.vocab.token_text
             allowed = [t for t in guide.get_tokens() if t not in text or tracker.allows(text[t])]
@@ -267,15 +289,44 @@ class PermutationLogitsProcessor(OutlinesLogitsProcessor):
         return row.masked_fill(~keep, float("-inf"))
 
 
+class RankingClosed(StoppingCriteria):
+    """Stops a row once a generated token closes the ranking array."""
+
+    def __init__(self, vocab: TokenVocabulary) -> None:
+        self.vocab = vocab
+        self._done: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> Any:
+        last = input_ids[:, -1].tolist()
+        closed = torch.tensor(
+            ["]" in self.vocab.token_text.get(int(t), "") for t in last],
+            dtype=torch.bool,
+            device=input_ids.device,
+        )
+        self._done = closed if self._done is None else self._done | closed
+        return self._done
+
+
+def ranking_prefix(text: str) -> str:
+    """The answer up to its closed ranking, as JSON of its own: ``{"ranking": [...]}``."""
+    end = text.find("]")
+    if end < 0:
+        raise RerankError("the reranker's answer stopped before the ranking was complete")
+    return text[: end + 1] + "}"
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedRanking:
     labels: list[str]
     reason: str
 
 
-def parse_answer(text: str, n: int) -> ParsedRanking:
+def parse_answer(text: str, n: int, *, with_reason: bool = True) -> ParsedRanking:
     """Read a finished answer; raise :class:`RerankError` if it is not a permutation
-    (only possible when decoding was cut short or ran without the constraint)."""
+    (only possible when decoding was cut short or ran without the constraint).
+    ``with_reason=False``: only the ranking is read (decoding stopped after it)."""
+    if not with_reason:
+        text = ranking_prefix(text)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -5,6 +5,10 @@ sheet (or pass them as separate images), ask the model for a ranking under the
 permutation constraint, map the numbers back to IDs. A model that fails or runs past
 the deadline costs the caller nothing but time: the retrieval order comes back,
 marked ``reranked=False`` with the reason.
+
+The deadline (``timeout_s``) holds for the whole call: file reading is checked between
+files, the work is estimated before the model runs (:mod:`mmsearch.rerank.budget`) and
+refused at once when it cannot fit, and the model itself checks it between layers.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from mmsearch.pathnames import check_path, is_utf8
 from mmsearch.rerank.backends import (
     ChatMessage,
     ContentPart,
+    Generation,
     VisionLanguageModel,
     load_vlm,
     model_lock,
 )
+from mmsearch.rerank.budget import CostModel
 from mmsearch.rerank.constrained import (
     ParsedRanking,
     PermutationLogitsProcessor,
@@ -54,6 +60,14 @@ CandidateLike = RerankCandidate | Mapping[str, Any] | tuple[str, str | os.PathLi
 
 CAPTION_PROMPT = "Describe this image in one short sentence."
 CAPTION_MAX_CHARS = 300
+CAPTION_MIN_TOKENS = 8
+"""Tokens a caption is assumed to take when estimating (a low guess: estimates refuse
+only what cannot fit)."""
+TIMEOUT_SETTING = "MMSEARCH_RERANK_TIMEOUT_S"
+
+
+class DeadlineExceeded(TimeoutError):
+    """The rerank cannot finish, or did not finish, before its deadline."""
 
 
 def normalize_candidates(candidates: Sequence[CandidateLike], limit: int) -> list[RerankCandidate]:
@@ -137,6 +151,12 @@ def _open_candidate(path: str, size: int, max_bytes: int, max_pixels: int) -> Im
         return None
 
 
+def _prompt_tokens(inputs: Mapping[str, Any]) -> int:
+    ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
+    shape = getattr(ids, "shape", None)
+    return int(shape[-1]) if shape else 0
+
+
 def _one_line(text: str, limit: int) -> str:
     return " ".join(text.split())[:limit]
 
@@ -156,6 +176,7 @@ class Reranker:
         caption_max_new_tokens: int = 40,
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        with_reason: bool = True,
     ) -> None:
         if input_mode == "images" and not model.supports_multiple_images:
             raise RerankError(f"{model.model_id} takes one image per prompt; use the sheet")
@@ -168,8 +189,11 @@ class Reranker:
         self.caption_max_new_tokens = caption_max_new_tokens
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
+        self.with_reason = with_reason
         self._vocab: TokenVocabulary | None = None
         self._model_lock = model_lock(model)
+        self.cost = CostModel(getattr(model, "model", None))
+        """Seconds a generation will take; updated by every finished one."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Reranker:
@@ -181,6 +205,7 @@ class Reranker:
             input_mode=settings.rerank_input,
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,
+            with_reason=settings.rerank_with_reason,
         )
 
     @property
@@ -196,8 +221,13 @@ class Reranker:
         image: str | os.PathLike[str] | Image.Image | None = None,
         *,
         save_sheet: str | os.PathLike[str] | None = None,
+        with_reason: bool | None = None,
     ) -> RankedCandidates:
+        """``with_reason=False``: stop decoding once the ranking is closed (the reason
+        comes back empty); ``None``: the reranker's default."""
         started = time.monotonic()
+        deadline = started + self.timeout_s
+        reason_wanted = self.with_reason if with_reason is None else with_reason
         items, text, query_image = validate_request(
             candidates,
             text,
@@ -207,17 +237,7 @@ class Reranker:
             max_pixels=self.max_image_pixels,
         )
         ids = [c.id for c in items]
-        thumbs = [
-            _open_candidate(c.path, self.cell_size, self.max_image_bytes, self.max_image_pixels)
-            for c in items
-        ]
-        unreadable = [c.id for c, t in zip(items, thumbs, strict=True) if t is None]
-        notes = [f"unreadable candidate files: {', '.join(unreadable)}"] if unreadable else []
-        sheet = None
-        if self.input_mode == "sheet" or save_sheet is not None:
-            sheet = build_contact_sheet(thumbs, cell_size=self.cell_size)
-            if save_sheet is not None:
-                sheet.image.save(save_sheet)
+        notes: list[str] = []
 
         def result(
             order: list[str], reranked: bool, reason: str = "", note: str = ""
@@ -231,14 +251,46 @@ class Reranker:
                 elapsed_s=time.monotonic() - started,
             )
 
+        thumbs: list[Image.Image | None] = []
+        for c in items:
+            if time.monotonic() >= deadline:
+                return result(ids, False, note=self._timeout_note("reading the candidate files"))
+            thumbs.append(
+                _open_candidate(c.path, self.cell_size, self.max_image_bytes, self.max_image_pixels)
+            )
+        unreadable = [c.id for c, t in zip(items, thumbs, strict=True) if t is None]
+        if unreadable:
+            notes.append(f"unreadable candidate files: {', '.join(unreadable)}")
+        sheet = None
+        if self.input_mode == "sheet" or save_sheet is not None:
+            sheet = build_contact_sheet(thumbs, cell_size=self.cell_size)
+            if save_sheet is not None:
+                sheet.image.save(save_sheet)
+
         if len(items) == 1:
             return result(ids, True, note="one candidate: nothing to reorder")
-        deadline = started + self.timeout_s
         try:
             with self._model_lock:  # one request at a time on the model; waiting counts
-                caption = self._caption(query_image, deadline) if query_image is not None else None
-                messages = self._messages(thumbs, sheet.image if sheet else None, text, caption)
-                labels = self._decode_ranking(messages, len(items), deadline)
+                sheet_image = sheet.image if sheet else None
+                placeholder = "" if query_image is not None else None
+                ranking_inputs = self.model.build_inputs(
+                    self._messages(thumbs, sheet_image, text, placeholder)
+                )
+                caption_inputs = (
+                    self.model.build_inputs(self._caption_messages(query_image))
+                    if query_image is not None
+                    else None
+                )
+                self._check_estimate(
+                    ranking_inputs, caption_inputs, len(items), reason_wanted, deadline
+                )
+                if caption_inputs is not None:
+                    caption = self._caption(caption_inputs, deadline)
+                    messages = self._messages(thumbs, sheet_image, text, caption)
+                    ranking_inputs = self.model.build_inputs(messages)
+                labels, cut_note = self._decode_ranking(
+                    ranking_inputs, len(items), deadline, reason_wanted
+                )
         except TimeoutError as e:
             logger.warning("rerank timed out: %s", e)
             return result(ids, False, note=str(e))
@@ -247,10 +299,64 @@ class Reranker:
             return result(ids, False, note=f"reranker failed: {type(e).__name__}: {e}")
         position = {label: i for i, label in enumerate(candidate_labels(len(items)))}
         order = [ids[position[label]] for label in labels.labels]
-        return result(order, True, reason=labels.reason)
+        return result(order, True, reason=labels.reason, note=cut_note)
 
-    def _caption(self, image: Image.Image, deadline: float) -> str:
-        messages: list[ChatMessage] = [
+    def _timeout_note(self, stage: str) -> str:
+        return (
+            f"timed out after {self.timeout_s:g} s while {stage} (setting "
+            f"{TIMEOUT_SETTING}); the retrieval order is kept"
+        )
+
+    def _ranking_tokens(self, n: int, with_reason: bool) -> int:
+        """Tokens of the shortest answer: the ranking (and an empty reason)."""
+        answer = '{"ranking": [' + ", ".join(f'"{i}"' for i in range(1, n + 1)) + "]"
+        if with_reason:
+            answer += ', "reason": ""}'
+        return len(self.model.tokenizer.encode(answer, add_special_tokens=False)) + 1
+
+    def _check_estimate(
+        self,
+        ranking_inputs: Mapping[str, Any],
+        caption_inputs: Mapping[str, Any] | None,
+        n: int,
+        with_reason: bool,
+        deadline: float,
+    ) -> None:
+        """Refuse at once (:class:`DeadlineExceeded`) work estimated not to fit."""
+        prompt = _prompt_tokens(ranking_inputs)
+        estimate = self.cost.estimate(prompt, self._ranking_tokens(n, with_reason))
+        if estimate is None:
+            return
+        if caption_inputs is not None:
+            estimate += self.cost.estimate(_prompt_tokens(caption_inputs), CAPTION_MIN_TOKENS) or 0
+        left = deadline - time.monotonic()
+        if estimate > left:
+            raise DeadlineExceeded(
+                f"not reranked: estimated {estimate:.0f} s for {n} candidates "
+                f"({prompt} prompt tokens) on this device, and {max(left, 0):.0f} s are left "
+                f"of {TIMEOUT_SETTING}={self.timeout_s:g}; raise {TIMEOUT_SETTING}, lower "
+                "MMSEARCH_RERANK_NUM_CROPS, rerank fewer candidates"
+                + ("" if not with_reason else ", ask without the reason")
+                + " or use a GPU"
+            )
+
+    def _generate(
+        self, inputs: Mapping[str, Any], *, max_new_tokens: int, deadline: float, **kwargs: Any
+    ) -> Generation:
+        generated = self.model.generate(
+            inputs, max_new_tokens=max_new_tokens, deadline=deadline, **kwargs
+        )
+        if not generated.timed_out:
+            self.cost.observe(
+                generated.prompt_tokens,
+                generated.prompt_s,
+                len(generated.token_ids),
+                generated.decode_s,
+            )
+        return generated
+
+    def _caption_messages(self, image: Image.Image) -> list[ChatMessage]:
+        return [
             {
                 "role": "user",
                 "content": [
@@ -259,12 +365,13 @@ class Reranker:
                 ],
             }
         ]
-        inputs = self.model.build_inputs(messages)
-        generated = self.model.generate(
+
+    def _caption(self, inputs: Mapping[str, Any], deadline: float) -> str:
+        generated = self._generate(
             inputs, max_new_tokens=self.caption_max_new_tokens, deadline=deadline
         )
         if generated.timed_out:
-            raise TimeoutError(f"timed out after {self.timeout_s:g}s while captioning the query")
+            raise DeadlineExceeded(self._timeout_note("captioning the query image"))
         caption = self.model.tokenizer.decode(generated.token_ids, skip_special_tokens=True)
         return _one_line(caption, CAPTION_MAX_CHARS)
 
@@ -311,20 +418,31 @@ class Reranker:
         return [{"role": "user", "content": content}]
 
     def _decode_ranking(
-        self, messages: list[ChatMessage], n: int, deadline: float
-    ) -> ParsedRanking:
-        inputs = self.model.build_inputs(messages)
-        processor = PermutationLogitsProcessor(self.vocabulary, n, self.reason_max_chars)
-        generated = self.model.generate(
+        self, inputs: Mapping[str, Any], n: int, deadline: float, with_reason: bool
+    ) -> tuple[ParsedRanking, str]:
+        """The ranking and a note (non-empty when the deadline cut the reason short: the
+        ranking was complete, so it is kept)."""
+        processor = PermutationLogitsProcessor(
+            self.vocabulary, n, self.reason_max_chars, with_reason=with_reason
+        )
+        generated = self._generate(
             inputs,
             max_new_tokens=token_budget(n, self.reason_max_chars),
             logits_processor=processor,
             deadline=deadline,
         )
+        text = self.vocabulary.text_of(generated.token_ids)
         if generated.timed_out:
-            raise TimeoutError(f"timed out after {self.timeout_s:g}s while ranking")
-        parsed = parse_answer(self.vocabulary.text_of(generated.token_ids), n)
-        return ParsedRanking(parsed.labels, self._readable_reason(generated.token_ids, parsed))
+            try:
+                parsed = parse_answer(text, n, with_reason=False)
+            except RerankError:
+                stage = "ranking" if generated.token_ids else "reading the prompt (prompt pass)"
+                raise DeadlineExceeded(self._timeout_note(stage)) from None
+            return parsed, f"reason cut short by the deadline ({TIMEOUT_SETTING})"
+        parsed = parse_answer(text, n, with_reason=with_reason)
+        if not with_reason:
+            return parsed, ""
+        return ParsedRanking(parsed.labels, self._readable_reason(generated.token_ids, parsed)), ""
 
     def _readable_reason(self, token_ids: list[int], parsed: ParsedRanking) -> str:
         """The reason decoded as a whole, so characters split across byte tokens come out
@@ -348,6 +466,7 @@ def rerank(
     settings: Settings | None = None,
     save_sheet: str | os.PathLike[str] | None = None,
     reranker: Reranker | None = None,
+    with_reason: bool | None = None,
 ) -> RankedCandidates:
     """Reorder ``candidates`` (best first) for the query ``text`` and/or ``image``.
 
@@ -355,7 +474,9 @@ def rerank(
     shared by the process. Raises :class:`InvalidQueryError` for no query, no or too many
     candidates, or repeated IDs; :class:`ImageDecodeError` for an unreadable query
     image; :class:`ModelLoadError` when the model cannot be loaded. Failures while the
-    model runs (and timeouts) return the input order with ``reranked=False``."""
+    model runs (and timeouts) return the input order with ``reranked=False``.
+    ``with_reason``: ask for the one-line reason (default: ``rerank_with_reason``);
+    without it decoding stops once the ranking is closed."""
     if reranker is None:
         settings = settings or Settings()
         validate_request(
@@ -379,9 +500,12 @@ def rerank(
                 "rerank_input",
                 "max_image_bytes",
                 "max_image_pixels",
+                "rerank_num_crops",
+                "rerank_with_reason",
+                "rerank_memory_check",
             )
         )
         if key not in _SHARED:
             _SHARED[key] = Reranker.from_settings(settings)
         reranker = _SHARED[key]
-    return reranker.rerank(candidates, text, image, save_sheet=save_sheet)
+    return reranker.rerank(candidates, text, image, save_sheet=save_sheet, with_reason=with_reason)
