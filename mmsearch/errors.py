@@ -51,3 +51,7 @@ class CaptionError(MMSearchError):
 
 class DatasetError(MMSearchError):
     """A benchmark directory lacks a file or holds annotations that do not parse."""
+
+
+class WatchError(MMSearchError):
+    """A folder cannot be watched (missing, not a folder) or is not on the watch list."""
