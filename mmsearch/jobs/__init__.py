@@ -1,6 +1,6 @@
 """Background index jobs (:class:`IndexJobs`) and their records in the data directory."""
 
-from mmsearch.jobs.manager import IndexJobs, Indexer
+from mmsearch.jobs.manager import Indexer, IndexJobs
 from mmsearch.jobs.records import JobRecords
 from mmsearch.types import IndexJobStatus, JobState
 
