@@ -41,6 +41,10 @@ class AccessDeniedError(MMSearchError):
     """A path lies outside the configured allowed roots."""
 
 
+class JobNotFoundError(MMSearchError):
+    """No index job has this id (in this process or in the data directory's records)."""
+
+
 class RerankError(MMSearchError):
     """The reranker failed or is not configured."""
 

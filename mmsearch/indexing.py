@@ -303,7 +303,18 @@ class _Run:
 
     def notify(self, path: str | None) -> None:
         if self.progress is not None:
-            self.progress(IndexProgress(done=self.done, total=self.report.total, path=path))
+            report = self.report
+            self.progress(
+                IndexProgress(
+                    done=self.done,
+                    total=report.total,
+                    path=path,
+                    indexed=report.indexed,
+                    unchanged=report.unchanged,
+                    duplicates=report.duplicates,
+                    failed=len(report.failed),
+                )
+            )
 
     def prepare(self, cand: _Candidate, *, embed: bool = True) -> _Prepared | FailedFile:
         """Worker thread: read once, hash, decode, preprocess for the embedder (unless
