@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from watchdog.events import FileSystemEventHandler
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from watchdog.events import FileSystemEvent
     from watchdog.observers.api import BaseObserver, ObservedWatch
 
+    from mmsearch.jobs import IndexJobs
     from mmsearch.library import ImageSearch
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ class FolderWatcher:
         self.syncs += 1
         now = time.time()
         try:
-            self.submit(present)
+            outcome = self.submit(present)
         except Exception as exc:
             log.warning("syncing %s failed: %s", ", ".join(map(str, present)), exc)
             for path in present:
@@ -294,6 +295,10 @@ class FolderWatcher:
         else:
             for path in present:
                 self._last_error.pop(path, None)
+            if _joined_running_job(outcome, now):
+                # That job may have scanned before these changes: try again once quiet,
+                # which queues a new job when this one has ended.
+                self._mark_dirty(present, now=time.monotonic())
         finally:
             for path in present:
                 self._last_sync[path] = now
@@ -428,6 +433,17 @@ class _ListEvents(FileSystemEventHandler):
             self.watcher.reload()
 
 
+def _joined_running_job(outcome: object, requested_at: float) -> bool:
+    """Whether ``submit`` joined a job that was already running when the sync was asked
+    for (a job manager returns the identical running job instead of a new one)."""
+    started = getattr(outcome, "started_at", None)
+    return (
+        getattr(outcome, "state", None) == "running"
+        and started is not None
+        and (started < requested_at)
+    )
+
+
 def _native_observer() -> BaseObserver:
     from watchdog.observers import Observer
 
@@ -470,19 +486,20 @@ def index_submit(
     return sync
 
 
-def jobs_submit(jobs: Any) -> Submit:
-    """A ``submit`` that hands each sync to a job manager as one job
-    (``jobs.submit(paths, prune=True)``), so it queues behind other index jobs."""
+def jobs_submit(jobs: IndexJobs) -> Submit:
+    """A ``submit`` that hands each sync to the job manager as one background job
+    (pruning, confined to the folders), queued behind the collection's other index jobs;
+    an identical job still queued is joined instead."""
 
     def sync(folders: list[Path]) -> object:
-        return jobs.submit(folders, prune=True)
+        return jobs.submit(folders, prune=True, roots=folders)
 
     return sync
 
 
 def start_watching(
     search: ImageSearch | Callable[[], ImageSearch] | None,
-    jobs: Any | None,
+    jobs: IndexJobs | None,
     settings: Settings,
 ) -> FolderWatcher:
     """Start keeping the watched folders of ``settings`` in sync; the host calls

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import threading
@@ -14,18 +15,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jobs_support import GatedEmbedder, write_images
 from PIL import Image
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from mmsearch.config import Settings
 from mmsearch.errors import WatchError
+from mmsearch.jobs import IndexJobs
 from mmsearch.library import ImageSearch
-from mmsearch.watching import FolderWatcher, index_submit, jobs_submit, start_watching
+from mmsearch.watching import FolderWatcher, index_submit, start_watching
 from mmsearch.watchlist import WatchList
 
 DEADLINE_S = 60.0
 """Upper bound on any wait here: a loaded two-core machine, and still a bounded test."""
+
+
+@pytest.fixture(autouse=True)
+def quiet_pymilvus() -> Iterator[None]:
+    """Polled collection scans make pymilvus warn once per scan; keep the output readable."""
+    logger = logging.getLogger("pymilvus")
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    yield
+    logger.setLevel(before)
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float = DEADLINE_S) -> None:
@@ -34,7 +47,7 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = DEADLINE
     while not predicate():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(0.1)
 
 
 def sha256(path: Path) -> str:
@@ -190,7 +203,7 @@ def test_changes_while_watching_are_reflected_in_search(
     embeds_before = embedder.encode_calls
     renamed = watched / "renamed.jpg"
     added.rename(renamed)
-    wait_for("the rename", lambda: engine.get([coffee_id])[0].path == str(renamed))
+    wait_for("the rename", lambda: [r.path for r in engine.get([coffee_id])] == [str(renamed)])
     assert embedder.encode_calls == embeds_before, "a renamed file was embedded again"
     vector_after = engine.store.get_rows(
         engine.settings.collection, [coffee_id], with_vectors=True
@@ -296,21 +309,55 @@ def test_watches_resume_when_the_host_starts_again(
         watcher.stop()
 
 
-def test_with_a_job_manager_each_sync_is_one_job(tmp_path: Path, watched: Path) -> None:
-    class Jobs:
-        def __init__(self) -> None:
-            self.submitted: list[tuple[list[Path], bool]] = []
+def _all_ended(jobs: IndexJobs) -> bool:
+    return not any(job.active for job in jobs.recent(100))
 
-        def submit(self, paths: list[Path], *, prune: bool = False) -> str:
-            self.submitted.append((paths, prune))
-            return "job-1"
 
-    jobs = Jobs()
-    settings = Settings(data_dir=tmp_path / "data", watch=[watched], watch_debounce_s=0.2)
-    watcher = start_watching(None, jobs, settings)
+def test_with_a_job_manager_a_burst_is_one_job(
+    engine: ImageSearch, settings: Settings, watched: Path, tmp_path: Path
+) -> None:
+    jobs = IndexJobs(engine, tmp_path / "jobs")
+    host = settings.model_copy(
+        update={"watch": [watched], "watch_debounce_s": 1.0, "watch_rescan_s": None}
+    )
+    watcher = start_watching(engine, jobs, host)
     try:
+        wait_for("the first job", lambda: len(jobs.recent(100)) == 1 and _all_ended(jobs))
+        write_images(watched / "import", 30)
+        wait_for("the burst", lambda: len(paths_indexed(engine)) == 30)
+        wait_for("the jobs to end", lambda: _all_ended(jobs))
         assert watcher.wait_idle(DEADLINE_S)
-        assert jobs.submitted == [([watched], True)]
-        assert jobs_submit(jobs)([watched]) == "job-1"
+        burst_jobs = jobs.recent(100)[:-1]
+        assert [(j.paths, j.prune, j.state) for j in burst_jobs] == [
+            ([str(watched)], True, "finished")
+        ]
     finally:
         watcher.stop()
+        jobs.close()
+
+
+def test_changes_during_a_running_sync_job_get_a_job_of_their_own(
+    settings: Settings, shared_embedder, watched: Path, tmp_path: Path
+) -> None:
+    gated = GatedEmbedder(shared_embedder)
+    engine = ImageSearch(settings, embedder_factory=lambda s: gated)
+    jobs = IndexJobs(engine, tmp_path / "jobs")
+    write_images(watched, 2, seed=1)
+    host = settings.model_copy(
+        update={"watch": [watched], "watch_debounce_s": 0.3, "watch_rescan_s": None}
+    )
+    watcher = start_watching(engine, jobs, host)
+    try:
+        gated.reached()  # the first job has scanned the folder and waits to embed
+        late = write_images(watched / "late", 1, seed=2)[0]
+        syncs = watcher.syncs
+        wait_for("a sync that joins the running job", lambda: watcher.syncs > syncs)
+        assert len(jobs.recent(100)) == 1
+        gated.open()
+        wait_for("the late file", lambda: str(late) in paths_indexed(engine))
+        wait_for("the jobs to end", lambda: _all_ended(jobs))
+        assert len(jobs.recent(100)) == 2
+    finally:
+        watcher.stop()
+        jobs.close()
+        engine.close()
