@@ -472,4 +472,7 @@ def create_server(
                 f"{removed} images removed from the index", RemoveResult(removed=removed)
             )
 
+    from mcp_server.watch_tools import register_watch_tools
+
+    register_watch_tools(server, settings, configured)
     return server

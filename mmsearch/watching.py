@@ -90,8 +90,6 @@ class FolderWatcher:
         native_observer: ObserverFactory | None = None,
         polling_observer: ObserverFactory | None = None,
     ) -> None:
-        from mmsearch.indexing import DEFAULT_EXTENSIONS
-
         self.submit = submit
         self.watch_list = watch_list
         self.debounce_s = debounce_s
@@ -101,7 +99,7 @@ class FolderWatcher:
         self.stop_event = stop_event or threading.Event()
         self._native_factory = native_observer or _native_observer
         self._polling_factory = polling_observer or (lambda: _polling_observer(poll_s))
-        self._extensions = frozenset(f".{e}" for e in DEFAULT_EXTENSIONS)
+        self._extensions: frozenset[str] | None = None  # on the first event: a slow import
         self._cond = threading.Condition()
         self._dirty: dict[Path, tuple[float, float]] = {}  # folder -> (first, last) event
         self._reload_wanted = False
@@ -394,6 +392,10 @@ class FolderWatcher:
         self._mark_dirty([folder], now=time.monotonic())
 
     def _is_image(self, path: str | bytes) -> bool:
+        if self._extensions is None:
+            from mmsearch.indexing import DEFAULT_EXTENSIONS
+
+            self._extensions = frozenset(f".{e}" for e in DEFAULT_EXTENSIONS)
         text = os.fsdecode(path)
         return os.path.splitext(text)[1].lower() in self._extensions
 
