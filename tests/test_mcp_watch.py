@@ -9,6 +9,7 @@ import anyio
 import pytest
 from mcp_support import RecordingSearch, write_photos
 from mcp_types import ListRootsResult, Root
+from PIL import Image
 from test_mcp_server import call, text_of
 
 from mcp_server import create_server
@@ -126,3 +127,41 @@ async def test_the_server_process_syncs_a_folder_added_over_mcp(server, library,
         assert watcher.folders == [photos]
     finally:
         watcher.stop()
+
+
+@pytest.mark.slow
+async def test_the_stdio_server_keeps_a_watched_folder_in_sync(tmp_path, photos) -> None:
+    """The real server process: a folder watched before it starts is caught up, and a
+    file added while it runs is found by search within a bounded time."""
+    from mcp_transports import server_env, stdio_client
+
+    from mmsearch.testing import tiny
+
+    model = Path(tiny.write_tiny_visual_bge(tmp_path / "model") or tmp_path / "model")
+    data = tmp_path / "data"
+    WatchList(data).add(photos)
+    env = server_env(
+        MMSEARCH_EMBED_MODEL=str(model),
+        MMSEARCH_DATA_DIR=str(data),
+        MMSEARCH_ALLOWED_ROOTS=str(photos),
+        MMSEARCH_DEVICE="cpu",
+        MMSEARCH_WATCH_DEBOUNCE_S="0.3",
+    )
+    new = photos / "later" / "new.png"
+    async with stdio_client(env, tmp_path) as client:
+
+        async def top_hit(image: Path) -> str | None:
+            result = await client.call_tool("multimodal_search", {"image": str(image), "top_k": 1})
+            hits = [] if result.is_error else result.structured_content["hits"]
+            return hits[0]["path"] if hits else None
+
+        deadline = time.monotonic() + 120
+        first = photos / "astronaut.jpg"
+        while await top_hit(first) != str(first):
+            assert time.monotonic() < deadline, "the watched folder was not caught up"
+            await anyio.sleep(0.2)
+        new.parent.mkdir()
+        Image.new("RGB", (64, 48), (200, 30, 90)).save(new)
+        while await top_hit(new) != str(new):
+            assert time.monotonic() < deadline, "the added file was not indexed"
+            await anyio.sleep(0.2)
