@@ -137,6 +137,20 @@ def test_bad_folders_are_refused_clearly(
     assert watch_list.stored() == []
 
 
+def test_concurrent_additions_are_all_kept(tmp_path: Path) -> None:
+    folders = [tmp_path / f"f{i}" for i in range(12)]
+    for folder in folders:
+        folder.mkdir()
+    threads = [
+        threading.Thread(target=WatchList(tmp_path / "data").add, args=(f,)) for f in folders
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE_S)
+    assert sorted(WatchList(tmp_path / "data").stored()) == sorted(f.resolve() for f in folders)
+
+
 def test_removing_a_folder_not_watched_says_so(tmp_path: Path, watched: Path) -> None:
     with pytest.raises(WatchError, match="is not watched"):
         WatchList(tmp_path / "data").remove(watched)
@@ -219,7 +233,7 @@ def test_changes_while_watching_are_reflected_in_search(
 def test_a_burst_of_files_is_one_sync(
     make_watcher, engine: ImageSearch, watched: Path, photo_sources: Path
 ) -> None:
-    watcher, submit = make_watcher(watched, debounce_s=1.0)
+    watcher, submit = make_watcher(watched, debounce_s=2.0)
     assert watcher.wait_idle(DEADLINE_S)
     calls_before = len(submit.calls)
     burst = 24
@@ -318,7 +332,7 @@ def test_with_a_job_manager_a_burst_is_one_job(
 ) -> None:
     jobs = IndexJobs(engine, tmp_path / "jobs")
     host = settings.model_copy(
-        update={"watch": [watched], "watch_debounce_s": 1.0, "watch_rescan_s": None}
+        update={"watch": [watched], "watch_debounce_s": 2.0, "watch_rescan_s": None}
     )
     watcher = start_watching(engine, jobs, host)
     try:
