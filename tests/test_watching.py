@@ -206,10 +206,9 @@ def test_changes_while_watching_are_reflected_in_search(
     shutil.copy(photo_sources / "chelsea.png", changed)
     new_id = sha256(changed)
     wait_for("the changed file", lambda: bool(engine.get([new_id])))
+    assert watcher.wait_idle(DEADLINE_S)
     assert engine.get([new_id])[0].path == str(changed)
     assert engine.store.count(engine.settings.collection) == 2
-
-    assert watcher.wait_idle(DEADLINE_S)
     coffee_id = sha256(added)
     vector_before = engine.store.get_rows(
         engine.settings.collection, [coffee_id], with_vectors=True
@@ -228,6 +227,23 @@ def test_changes_while_watching_are_reflected_in_search(
     changed.unlink()
     wait_for("the deletion", lambda: not engine.get([new_id]))
     assert paths_indexed(engine) == {str(renamed)}
+
+
+def test_a_renamed_subfolder_keeps_its_embeddings(
+    make_watcher, engine: ImageSearch, embedder, watched: Path, photo_sources: Path
+) -> None:
+    shutil.copytree(photo_sources, watched / "2024")
+    count = len(list(photo_sources.iterdir()))
+    watcher, _ = make_watcher(watched)
+    wait_for("the first sync", lambda: len(paths_indexed(engine)) == count)
+    assert watcher.wait_idle(DEADLINE_S)
+    embeds_before = embedder.encode_calls
+    (watched / "2024").rename(watched / "trip-2024")
+    expected = {str(watched / "trip-2024" / p.name) for p in photo_sources.iterdir()}
+    wait_for("the renamed folder", lambda: paths_indexed(engine) == expected)
+    assert watcher.wait_idle(DEADLINE_S)
+    assert paths_indexed(engine) == expected
+    assert embedder.encode_calls == embeds_before
 
 
 def test_a_burst_of_files_is_one_sync(
