@@ -739,8 +739,14 @@ def _update_metadata(
 
 
 def _prune(store: MilvusStore, collection: str, roots: list[_Root]) -> int:
+    """Delete the records under ``roots`` whose files are gone. A folder that was there
+    when the run began and is gone now (an unmounted drive, a watched folder moved away)
+    is left alone: its files vanished all at once, which says nothing about the images."""
     gone: list[str] = []
     for root in roots:
+        if root.kind == "dir" and not os.path.isdir(root.path):
+            log.warning("not pruning under %s: the folder disappeared during the run", root.path)
+            continue
         try:
             expr = root.prefix_expr()
         except InvalidQueryError as exc:
