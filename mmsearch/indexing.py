@@ -744,15 +744,18 @@ def _prune(store: MilvusStore, collection: str, roots: list[_Root]) -> int:
     is left alone: its files vanished all at once, which says nothing about the images."""
     gone: list[str] = []
     for root in roots:
-        if root.kind == "dir" and not os.path.isdir(root.path):
-            log.warning("not pruning under %s: the folder disappeared during the run", root.path)
-            continue
         try:
             expr = root.prefix_expr()
         except InvalidQueryError as exc:
             log.warning("cannot prune under %s: %s", root.path, exc)
             continue
-        for rec in store.iter_records(collection, expr):
-            if root.covers(rec.path) and not os.path.lexists(rec.path):
-                gone.append(rec.id)
+        missing = [
+            rec.id
+            for rec in store.iter_records(collection, expr)
+            if root.covers(rec.path) and not os.path.lexists(rec.path)
+        ]
+        if root.kind == "dir" and not os.path.isdir(root.path):
+            log.warning("not pruning under %s: the folder disappeared during the run", root.path)
+            continue
+        gone.extend(missing)
     return store.delete(collection, gone) if gone else 0
