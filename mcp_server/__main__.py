@@ -11,6 +11,7 @@ from mcp.server.mcpserver import MCPServer
 
 from mcp_server.http import http_app
 from mcp_server.server import create_server
+from mcp_server.watch_tools import start_server_watching
 from mmsearch.config import Settings
 from mmsearch.errors import ConfigurationError
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     settings = Settings()
     server = create_server(settings)
+    watcher = start_server_watching(server, settings)
     try:
         if args.transport == "stdio":
             server.run("stdio")
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
                 log.error("%s", exc)
                 raise SystemExit(2) from None
     finally:
+        watcher.stop()
         server.shared_search.close()  # type: ignore[attr-defined]
 
 

@@ -524,4 +524,7 @@ def create_server(
                 f"{plural(removed, 'image')} removed from the index", RemoveResult(removed=removed)
             )
 
+    from mcp_server.watch_tools import register_watch_tools
+
+    register_watch_tools(server, settings, configured)
     return server

@@ -400,6 +400,11 @@ def _eval_embedder(settings: Settings) -> Any:
     return (factory or default_embedder_factory)(settings)
 
 
+from mmsearch.watch_cli import watch  # noqa: E402 (the group needs ``cli`` defined)
+
+cli.add_command(watch)
+
+
 def main(
     argv: list[str] | None = None, *, embedder_factory: Callable[..., Any] | None = None
 ) -> None:

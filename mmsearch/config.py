@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -173,13 +173,33 @@ class Settings(BaseSettings):
     rrf_depth: int = Field(default=100, ge=1, le=16_384)
     """Hits each ranking contributes to the fusion of a text query (at least ``top_k``)."""
 
-    @field_validator("allowed_roots", mode="before")
+    watch: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    """Folders kept in sync besides those added with ``mmsearch watch add``
+    (``MMSEARCH_WATCH``: paths separated by ``os.pathsep``, or a JSON list)."""
+
+    watch_debounce_s: float = Field(default=2.0, gt=0, le=3600)
+    """A watched folder is synced once no file in it has changed for this long, so a
+    burst of files (a camera import) becomes one sync."""
+
+    watch_rescan_s: float | None = Field(default=900.0, gt=0)
+    """Every watched folder is synced this often even without events, for changes the
+    file-system events missed (inotify limits, network drives). Unset: never."""
+
+    watch_polling: bool = False
+    """Poll the watched folders instead of using the operating system's events (for
+    network drives, whose changes made on another machine raise no events)."""
+
+    watch_poll_s: float = Field(default=10.0, gt=0, le=3600)
+    """How often polling looks at the watched folders (where native events are off or
+    unavailable)."""
+
+    @field_validator("allowed_roots", "watch", mode="before")
     @classmethod
-    def _split_roots(cls, value: object) -> object:
+    def _split_roots(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
             text = value.strip()
             if not text:
-                return None
+                return None if info.field_name == "allowed_roots" else []
             if text.startswith("["):
                 return json.loads(text)
             return [part for part in text.split(os.pathsep) if part.strip()]

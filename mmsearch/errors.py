@@ -48,6 +48,10 @@ class AccessDeniedError(MMSearchError):
     """A path lies outside the configured allowed roots."""
 
 
+class JobNotFoundError(MMSearchError):
+    """No index job has this id (in this process or in the data directory's records)."""
+
+
 class RerankError(MMSearchError):
     """The reranker failed or is not configured."""
 
@@ -58,3 +62,7 @@ class CaptionError(MMSearchError):
 
 class DatasetError(MMSearchError):
     """A benchmark directory lacks a file or holds annotations that do not parse."""
+
+
+class WatchError(MMSearchError):
+    """A folder cannot be watched (missing, not a folder) or is not on the watch list."""

@@ -307,7 +307,18 @@ class _Run:
 
     def notify(self, path: str | None) -> None:
         if self.progress is not None:
-            self.progress(IndexProgress(done=self.done, total=self.report.total, path=path))
+            report = self.report
+            self.progress(
+                IndexProgress(
+                    done=self.done,
+                    total=report.total,
+                    path=path,
+                    indexed=report.indexed,
+                    unchanged=report.unchanged,
+                    duplicates=report.duplicates,
+                    failed=len(report.failed),
+                )
+            )
 
     def prepare(self, cand: _Candidate, *, embed: bool = True) -> _Prepared | FailedFile:
         """Worker thread: read once, hash, decode, preprocess for the embedder (unless
@@ -732,6 +743,9 @@ def _update_metadata(
 
 
 def _prune(store: MilvusStore, collection: str, roots: list[_Root]) -> int:
+    """Delete the records under ``roots`` whose files are gone. A folder that was there
+    when the run began and is gone now (an unmounted drive, a watched folder moved away)
+    is left alone: its files vanished all at once, which says nothing about the images."""
     gone: list[str] = []
     for root in roots:
         try:
@@ -739,7 +753,13 @@ def _prune(store: MilvusStore, collection: str, roots: list[_Root]) -> int:
         except InvalidQueryError as exc:
             log.warning("cannot prune under %s: %s", root.path, exc)
             continue
-        for rec in store.iter_records(collection, expr):
-            if root.covers(rec.path) and not os.path.lexists(rec.path):
-                gone.append(rec.id)
+        missing = [
+            rec.id
+            for rec in store.iter_records(collection, expr)
+            if root.covers(rec.path) and not os.path.lexists(rec.path)
+        ]
+        if root.kind == "dir" and not os.path.isdir(root.path):
+            log.warning("not pruning under %s: the folder disappeared during the run", root.path)
+            continue
+        gone.extend(missing)
     return store.delete(collection, gone) if gone else 0

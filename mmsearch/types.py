@@ -55,6 +55,11 @@ class IndexProgress(BaseModel):
     done: int
     total: int
     path: str | None = None
+    indexed: int = 0
+    """Counts of the run so far (see :class:`IndexReport`); ``failed`` is a number here."""
+    unchanged: int = 0
+    duplicates: int = 0
+    failed: int = 0
 
     @field_validator("path")
     @classmethod
@@ -114,3 +119,59 @@ class RankedCandidates(BaseModel):
     note: str = ""
     """Why the retrieval order was kept, or what else went wrong (unreadable files)."""
     elapsed_s: float = 0.0
+
+
+JobState = Literal["queued", "running", "finished", "failed", "cancelled", "interrupted"]
+"""``queued``: waits for the collection's running job; ``finished``: ran to the end
+(``report`` holds the result); ``failed``: stopped by an error (``error``); ``cancelled``:
+stopped on request, or by ``index_timeout_s``; ``interrupted``: its process stopped
+(killed, or shut down) before it ended. Indexing the same paths again resumes it:
+files stored before the stop are found unchanged and skipped."""
+
+ACTIVE_JOB_STATES: frozenset[str] = frozenset({"queued", "running"})
+
+
+class IndexJobStatus(BaseModel):
+    """A snapshot of one background index job, safe to hand to another thread or client."""
+
+    id: str
+    state: JobState
+    collection: str
+    paths: list[str]
+    """Absolute paths (folders, files, globs) as submitted."""
+    recursive: bool = True
+    extensions: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    prune: bool = False
+    captions: bool | None = None
+    done: int = 0
+    """Files dealt with so far (unchanged, indexed, duplicate or failed) of ``total``."""
+    total: int = 0
+    """Files found by the scan; 0 until the scan is done."""
+    indexed: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    """How many files failed so far (their list is in ``report`` once the job ends)."""
+    submitted_at: float
+    """POSIX seconds."""
+    started_at: float | None = None
+    finished_at: float | None = None
+    elapsed_s: float = 0.0
+    """Seconds since it started (until it ended, once it has)."""
+    eta_s: float | None = None
+    """Estimated seconds left, from the rate so far; ``None`` before there is a rate."""
+    error: str | None = None
+    """Why it failed, was cancelled or was interrupted."""
+    report: IndexReport | None = None
+    """The run's full report, once it has ended (finished or cancelled)."""
+    pid: int
+    """The process that runs (or ran) it."""
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_JOB_STATES
+
+
+class IndexJobList(BaseModel):
+    jobs: list[IndexJobStatus] = Field(description="Most recently submitted first.")

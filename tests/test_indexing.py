@@ -270,3 +270,19 @@ def test_embedding_failure_is_reported_per_file(
         ("chelsea.png", "embedding failed: out of memory")
     ]
     assert engine.get([old_id])[0].path == str(target)
+
+
+def test_prune_spares_a_folder_that_vanishes_during_the_run(
+    engine: ImageSearch, photo_dir: Path, tmp_path: Path
+) -> None:
+    """An unmounted drive mid-run: its files are gone all at once, its images are not."""
+    engine.index([photo_dir])
+    stored = engine.store.count(engine.settings.collection)
+
+    def unmount(progress: object) -> None:
+        if photo_dir.exists():
+            photo_dir.rename(tmp_path / "unmounted")
+
+    report = engine.index([photo_dir], prune=True, progress=unmount)
+    assert report.removed == 0
+    assert engine.store.count(engine.settings.collection) == stored > 0

@@ -66,6 +66,7 @@ async def test_tools_are_listed_with_schemas_and_annotations(server) -> None:
         "rerank",
         "collection_stats",
         "remove_images",
+        "watch_folders",
     }
     for tool in tools.values():
         assert tool.output_schema is not None and tool.description
