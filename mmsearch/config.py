@@ -157,6 +157,18 @@ class Settings(BaseSettings):
     rrf_depth: int = Field(default=100, ge=1, le=16_384)
     """Hits each ranking contributes to the fusion of a text query (at least ``top_k``)."""
 
+    service: Literal["auto", "on", "off"] = "auto"
+    """Whether the CLI and ``mmsearch-mcp`` talk to the one long-lived service of this data
+    directory (started on demand) or load the models in their own process. ``auto``: the
+    service on Linux and macOS, in-process on Windows. ``off``: in-process everywhere."""
+
+    service_idle_s: float = Field(default=600.0, gt=0)
+    """The service exits after this many seconds with no client connected and no job
+    running."""
+
+    service_start_timeout_s: float = Field(default=60.0, gt=0)
+    """How long a front waits for a service it started to answer."""
+
     @field_validator("allowed_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
@@ -184,6 +196,12 @@ class Settings(BaseSettings):
         if not self.milvus_uri:
             self.milvus_uri = str(self.data_dir / "mmsearch.db")
         return self
+
+    @property
+    def uses_service(self) -> bool:
+        if self.service == "auto":
+            return os.name == "posix"
+        return self.service == "on"
 
     @property
     def uses_milvus_lite(self) -> bool:

@@ -19,6 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def server_env(**variables: str) -> dict[str, str]:
     """The environment a spawned server sees: this interpreter's, this checkout first."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
+    # In-process unless a test asks for the service (tests/test_service.py does).
+    env["MMSEARCH_SERVICE"] = "off"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(
         os.pathsep
     )
