@@ -7,8 +7,8 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from mcp import Client, StdioServerParameters
@@ -33,6 +33,24 @@ def stdio_client(env: dict[str, str], cwd: Path) -> Client:
         command=sys.executable, args=["-m", "mcp_server"], env=env, cwd=str(cwd)
     )
     return Client(params)
+
+
+@asynccontextmanager
+async def service_front(env: dict[str, str], cwd: Path) -> AsyncIterator[Client]:
+    """``mmsearch-mcp`` as a front of the data directory's service (started on demand),
+    the service stopped afterwards."""
+    env = {**env, "MMSEARCH_SERVICE": "on"}
+    try:
+        async with stdio_client(env, cwd) as client:
+            yield client
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "mmsearch.cli", "service", "stop"],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            timeout=60,
+        )
 
 
 @contextmanager
