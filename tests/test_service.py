@@ -313,3 +313,14 @@ def test_another_user_cannot_reach_the_service(data_dir, tiny_model) -> None:
         sign in done.stdout for sign in ("ANSWER b''", "BrokenPipeError", "ConnectionResetError")
     ), done.stdout + done.stderr
     assert "refused a connection from uid 65534" in (data_dir / "service.log").read_text()
+
+
+def test_a_front_with_other_store_settings_is_refused(data_dir, tiny_model, tmp_path) -> None:
+    env = server_env(**_variables(data_dir, tiny_model))
+    assert _cli(env, "service", "start").returncode == 0
+    other = {**env, "MMSEARCH_EMBED_MODEL": str(tmp_path / "another-model")}
+    done = _cli(other, "stats")
+    assert done.returncode == 1
+    assert "refused the connection" in done.stderr and "another-model" in done.stderr
+    status = _status(data_dir)
+    assert status is not None and not status["models_loaded"]["embedder"]
