@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = Settings()
-    if args.transport == "stdio" and not args.no_service:
+    if args.transport == "stdio" and not args.no_service and settings.uses_service:
         from mmsearch_service.client import service_enabled
 
         if service_enabled(settings):

@@ -95,6 +95,8 @@ def _service(ctx: click.Context, roots: Sequence[str] = ()) -> ServiceClient | N
     if obj["overrides"].get("milvus_uri"):
         return None
     settings = _settings(ctx)
+    if not settings.uses_service:  # checked first: the client needs Unix sockets and flock
+        return None
     from mmsearch_service.client import ServiceClient, service_enabled
 
     if not service_enabled(settings):
