@@ -39,7 +39,8 @@ def start() -> None:
 @service.command()
 @click.option("--timeout", "timeout_s", default=30.0, show_default=True, help="Seconds to wait.")
 def stop(timeout_s: float) -> None:
-    """Stop the running service (it finishes the calls in flight first)."""
+    """Stop the running service; connected clients lose their session (their next
+    start of mmsearch-mcp starts a new service)."""
     settings = _settings()
     runtime = runtime_for(settings.data_dir)
     try:

@@ -179,11 +179,14 @@ async def test_client_roots_pass_through_the_front(data_dir, folders, tiny_model
         async with _front(env, list_roots_callback=shares_desktop) as client:
             allowed = await client.call_tool("index_images", {"paths": [str(desktop)]})
             refused = await client.call_tool("index_images", {"paths": [str(vscode)]})
+            status = await anyio.to_thread.run_sync(_status, data_dir)
         async with _front(env) as client:  # shares nothing, configures nothing
             nothing = await client.call_tool("index_images", {"paths": [str(desktop)]})
     assert not allowed.is_error, _text(allowed)
     assert refused.is_error and "outside the allowed roots" in _text(refused)
     assert nothing.is_error and "no allowed roots" in _text(nothing)
+    assert status is not None and status["models_loaded"]["embedder"]
+    assert [c["kind"] for c in status["clients"]] == ["stdio"]  # the front, seen as a client
 
 
 def test_racing_fronts_start_exactly_one_service(data_dir, tiny_model) -> None:
