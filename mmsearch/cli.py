@@ -446,8 +446,18 @@ def remove(ctx: click.Context, paths: tuple[str, ...], ids: tuple[str, ...], as_
     """Remove records by path or id from the collection (files are not touched)."""
     if not paths and not ids:
         raise click.UsageError("give PATHS or --id")
-    with _engine(ctx) as lib:
-        n = lib.remove(ids=list(ids) or None, paths=list(paths) or None)
+    client = _service(ctx, [os.path.abspath(p) for p in paths])
+    if client is not None:
+        arguments: dict[str, Any] = {**_collection_argument(ctx)}
+        if ids:
+            arguments["ids"] = list(ids)
+        if paths:
+            arguments["paths"] = [os.path.abspath(p) for p in paths]
+        with client:
+            n = int(client.call_tool("remove_images", arguments).get("removed", 0))
+    else:
+        with _engine(ctx) as lib:
+            n = lib.remove(ids=list(ids) or None, paths=list(paths) or None)
     if as_json:
         _emit_json({"removed": n})
     else:

@@ -244,7 +244,12 @@ def test_cli_through_the_service_does_not_import_torch(data_dir, folders, tiny_m
         "('torch', 'transformers', 'timm', 'pymilvus'))\n"
         "print('HEAVY', heavy)\n"
     )
-    for args in (["stats"], ["search", "--text", "a cat", "--top-k", "1"]):
+    commands = (
+        ["stats"],
+        ["search", "--text", "a cat", "--top-k", "1"],
+        ["remove", str(desktop / "chelsea.jpg")],
+    )
+    for args in commands:
         done = subprocess.run(
             [sys.executable, "-c", probe, *args],
             env=env,
@@ -255,6 +260,7 @@ def test_cli_through_the_service_does_not_import_torch(data_dir, folders, tiny_m
         )
         assert "CODE 0" in done.stdout, done.stdout + done.stderr
         assert "HEAVY []" in done.stdout, done.stdout
+    assert "removed 1" in done.stdout
     # and in-process (the control): the same probe sees the store's client loaded
     done = subprocess.run(
         [sys.executable, "-c", probe, "--no-service", "stats"],
