@@ -314,6 +314,8 @@ def service_enabled(settings: Settings) -> bool:
     """Whether fronts go through the service (``MMSEARCH_SERVICE``)."""
     if not settings.uses_service:
         return False
-    if not hasattr(socket, "AF_UNIX"):
-        raise ConfigurationError("MMSEARCH_SERVICE=on needs Unix sockets; use off here")
+    if not hasattr(socket, "AF_UNIX") or os.name != "posix":
+        raise ConfigurationError(
+            "the mmsearch service needs Unix sockets and flock; set MMSEARCH_SERVICE=off here"
+        )
     return True

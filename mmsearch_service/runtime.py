@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -26,6 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmsearch.errors import ConfigurationError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, no Unix-socket service (MMSEARCH_SERVICE=off)
+    fcntl = None  # type: ignore[assignment]
 
 SUN_PATH_MAX = 107
 """``sockaddr_un.sun_path`` holds 108 bytes on Linux (104 on macOS), NUL included."""
@@ -66,6 +70,10 @@ def runtime_for(data_dir: Path, *, create: bool = True) -> Runtime:
     ``/mmsearch-<uid>/<hash of data_dir>``. Created 0700 and checked to be ours and
     0700 whether it was created now or found: a directory someone else made (a squat
     in /tmp) is refused, not used."""
+    if fcntl is None or not hasattr(os, "getuid"):
+        raise ConfigurationError(
+            "the mmsearch service needs Unix sockets and flock; set MMSEARCH_SERVICE=off here"
+        )
     data_dir = Path(data_dir).expanduser().resolve()
     preferred = data_dir / "run"
     if len(os.fsencode(preferred / SOCKET_NAME)) <= SUN_PATH_MAX - 4:
