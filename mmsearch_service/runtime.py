@@ -79,16 +79,19 @@ def runtime_for(data_dir: Path, *, create: bool = True) -> Runtime:
     if len(os.fsencode(preferred / SOCKET_NAME)) <= SUN_PATH_MAX - 4:
         directory = preferred
     else:
-        base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
         tag = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:16]
-        directory = base / f"mmsearch-{os.getuid()}" / tag
+        bases = [os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir(), "/tmp"]
+        for base in filter(None, bases):
+            directory = Path(base) / f"mmsearch-{os.getuid()}" / tag
+            if len(os.fsencode(directory / SOCKET_NAME)) <= SUN_PATH_MAX:
+                break
+        else:
+            raise ConfigurationError(
+                "no runtime directory short enough for a Unix socket; set XDG_RUNTIME_DIR "
+                "to a short path"
+            )
         if create:
             _private_dir(directory.parent)
-        if len(os.fsencode(directory / SOCKET_NAME)) > SUN_PATH_MAX:
-            raise ConfigurationError(
-                f"no runtime directory short enough for a Unix socket under {base}; "
-                "set XDG_RUNTIME_DIR to a short path"
-            )
     if create:
         data_dir.mkdir(parents=True, exist_ok=True)
         _private_dir(directory)

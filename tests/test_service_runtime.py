@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +22,19 @@ def test_short_data_dirs_keep_the_socket_inside(tmp_path: Path) -> None:
     assert runtime.directory.stat().st_mode & 0o777 == 0o700
 
 
-def test_long_data_dirs_move_the_socket_to_a_private_runtime_dir(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
-    (tmp_path / "xdg").mkdir(mode=0o700)
+@pytest.fixture
+def short_xdg(monkeypatch) -> Iterator[Path]:
+    xdg = Path(tempfile.mkdtemp(prefix="x", dir="/tmp"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+    yield xdg
+    shutil.rmtree(xdg)
+
+
+def test_long_data_dirs_move_the_socket_to_a_private_runtime_dir(tmp_path, short_xdg) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     runtime = runtime_for(deep)
     assert len(os.fsencode(runtime.socket)) <= SUN_PATH_MAX
-    assert runtime.directory.parent == tmp_path / "xdg" / f"mmsearch-{os.getuid()}"
+    assert runtime.directory.parent == short_xdg / f"mmsearch-{os.getuid()}"
     assert runtime.directory.stat().st_mode & 0o777 == 0o700
     assert runtime_for(deep) == runtime  # the same data directory, the same place
     assert runtime_for(deep.parent).directory != runtime.directory
