@@ -1,19 +1,23 @@
 """``mmsearch-mcp`` / ``python -m mcp_server``: run the server over stdio (default) or
-streamable HTTP."""
+streamable HTTP.
+
+Over stdio, by default, this process is a front: it pipes its client's session to the
+data directory's service (:mod:`mcp_server.front`). ``--no-service`` or
+``MMSEARCH_SERVICE=off`` serve in this process instead, as does ``--transport http``
+(itself a long-lived server for many clients)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-from mcp.server.mcpserver import MCPServer
-
-from mcp_server.http import http_app
-from mcp_server.server import create_server
-from mcp_server.watch_tools import start_server_watching
 from mmsearch.config import Settings
-from mmsearch.errors import ConfigurationError
+from mmsearch.errors import ConfigurationError, MMSearchError
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
 
 log = logging.getLogger("mcp_server")
 
@@ -28,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default: %(default)s)")
     parser.add_argument(
+        "--no-service",
+        action="store_true",
+        help="Serve stdio in this process instead of through the data directory's service "
+        "(same as MMSEARCH_SERVICE=off).",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     return parser
@@ -39,6 +49,8 @@ def _serve_http(
     """Serve ``/mcp`` with uvicorn; ``--port 0`` picks a free port (logged on start-up).
     See :mod:`mcp_server.http` for the checks every request goes through."""
     import uvicorn
+
+    from mcp_server.http import http_app
 
     app = http_app(server, settings, host)
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
@@ -53,6 +65,21 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = Settings()
+    if args.transport == "stdio" and not args.no_service and settings.uses_service:
+        from mmsearch_service.client import service_enabled
+
+        if service_enabled(settings):
+            from mcp_server.front import run_front
+
+            try:
+                run_front(settings)
+            except MMSearchError as exc:
+                log.error("%s", exc)
+                raise SystemExit(1) from None
+            return
+    from mcp_server.server import create_server
+    from mcp_server.watch_tools import start_server_watching
+
     server = create_server(settings)
     watcher = start_server_watching(server, settings)
     try:

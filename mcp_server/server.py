@@ -8,6 +8,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
@@ -69,6 +70,15 @@ MAX_IDS_PER_CALL = 10_000
 
 RERANK_GRACE_S = 5.0
 """The rerank call answers at most this long after ``rerank_timeout_s``."""
+
+
+front_allowed_roots: ContextVar[tuple[list[Path] | None] | None] = ContextVar(
+    "front_allowed_roots", default=None
+)
+"""Set by the service for each front's session: that front's configured allowed roots (in
+a 1-tuple, since ``None`` is a value: "none configured"). Unset, the server's own setting
+applies. Each session thus gets its own upper bound; one front's roots never widen
+another's."""
 
 
 class SearchFactory(Protocol):
@@ -187,6 +197,9 @@ ClientRoots = Annotated[ListRootsResult | None, Resolve(_client_roots)]
 
 
 def _allowed_roots(configured: list[Path] | None, client: ListRootsResult | None) -> list[Path]:
+    front = front_allowed_roots.get()
+    if front is not None:
+        configured = front[0]
     offered = None
     if client is not None and client.roots:
         offered = resolve_roots(file_uri_to_path(str(root.uri)) for root in client.roots)

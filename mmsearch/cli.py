@@ -24,10 +24,11 @@ import click
 from mmsearch.config import Settings
 from mmsearch.errors import CollectionNotFoundError, MMSearchError
 from mmsearch.filters import SearchFilter, parse_filter
-from mmsearch.types import IndexProgress
+from mmsearch.types import CollectionStats, IndexProgress, IndexReport, SearchHit
 
 if TYPE_CHECKING:
     from mmsearch.library import EmbedderFactory, ImageSearch
+    from mmsearch_service.client import ServiceClient
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -35,6 +36,7 @@ EXIT_CANCELLED = 130
 LAZY_COMMAND_HELP = {
     "eval": "Measure retrieval quality on a benchmark.",
     "rerank": "Rerank images (paths or stored ids) with the vision-language model.",
+    "service": "Start, stop or inspect this data directory's background service.",
 }
 
 
@@ -83,6 +85,32 @@ def _engine(ctx: click.Context) -> Iterator[ImageSearch]:
         lib.close()
 
 
+def _service(ctx: click.Context, roots: Sequence[str] = ()) -> ServiceClient | None:
+    """A connection to the data directory's service (started on demand), or None to
+    work in this process: ``--no-service``, ``MMSEARCH_SERVICE=off``, an explicit
+    ``--uri``, or a test's model. Only the CLI's own folders in ``roots`` are shared."""
+    obj = ctx.find_root().obj
+    if obj.get("no_service") or obj.get("embedder_factory") is not None:
+        return None
+    if obj["overrides"].get("milvus_uri"):
+        return None
+    settings = _settings(ctx)
+    if not settings.uses_service:  # checked first: the client needs Unix sockets and flock
+        return None
+    from mmsearch_service.client import ServiceClient, service_enabled
+
+    if not service_enabled(settings):
+        return None
+    from pathlib import Path
+
+    return ServiceClient.open(settings, roots=[Path(r) for r in roots])
+
+
+def _collection_argument(ctx: click.Context) -> dict[str, Any]:
+    collection = ctx.find_root().obj["overrides"].get("collection")
+    return {"collection": collection} if collection else {}
+
+
 def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
@@ -109,6 +137,10 @@ class _Group(click.Group):
             from mmsearch.evaluation.cli import default_reranker, make_eval_command
 
             return make_eval_command(build_embedder=_eval_embedder, build_reranker=default_reranker)
+        if cmd_name == "service":
+            from mmsearch_service.cli import service
+
+            return service
         if cmd_name == "rerank":
             from mmsearch.rerank.cli import make_rerank_command
 
@@ -130,9 +162,17 @@ class _Group(click.Group):
 @click.option("--uri", help="Milvus Lite file or server URI (overrides MMSEARCH_MILVUS_URI).")
 @click.option("--collection", help="Collection name (overrides MMSEARCH_COLLECTION).")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug).")
+@click.option(
+    "--no-service",
+    is_flag=True,
+    help="Work in this process instead of through the data directory's service "
+    "(same as MMSEARCH_SERVICE=off).",
+)
 @click.version_option(package_name="mmsearch")
 @click.pass_context
-def cli(ctx: click.Context, uri: str | None, collection: str | None, verbose: int) -> None:
+def cli(
+    ctx: click.Context, uri: str | None, collection: str | None, verbose: int, no_service: bool
+) -> None:
     """Multimodal semantic search over your images."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(
@@ -143,6 +183,7 @@ def cli(ctx: click.Context, uri: str | None, collection: str | None, verbose: in
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     ctx.ensure_object(dict)
     ctx.obj["overrides"] = {"milvus_uri": uri, "collection": collection}
+    ctx.obj["no_service"] = no_service
 
 
 @cli.command()
@@ -179,21 +220,13 @@ def index(
 ) -> None:
     """Index image files, folders and globs (unchanged files are skipped)."""
     metadata = parse_key_values(meta, "--meta") if meta else None
-    with _engine(ctx) as lib, _cancel_on_interrupt() as cancel:
-        bar = _progress_bar(progress)
-        try:
-            report = lib.index(
-                list(paths),
-                recursive=recursive,
-                extensions=list(extensions) or None,
-                metadata=metadata,
-                prune=prune,
-                progress=bar,
-                cancel=cancel,
-                captions=captions,
-            )
-        finally:
-            bar.close()
+    # the service's index_images takes files and folders; globs, --ext, --prune run here
+    here = extensions or prune or any(c in p for p in paths for c in "*?[")
+    client = None if here else _service(ctx, [os.path.abspath(p) for p in paths])
+    if client is not None:
+        report = _index_through(client, ctx, paths, recursive, metadata, captions, progress)
+    else:
+        report = _index_here(ctx, paths, recursive, extensions, metadata, prune, progress, captions)
     if as_json:
         _emit_json(report.model_dump())
     else:
@@ -212,6 +245,69 @@ def index(
         ctx.exit(EXIT_CANCELLED)
     if report.failed:
         ctx.exit(EXIT_ERROR)
+
+
+def _index_here(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    recursive: bool,
+    extensions: tuple[str, ...],
+    metadata: dict[str, Any] | None,
+    prune: bool,
+    progress: bool | None,
+    captions: bool | None,
+) -> IndexReport:
+    with _engine(ctx) as lib, _cancel_on_interrupt() as cancel:
+        bar = _progress_bar(progress)
+        try:
+            report = lib.index(
+                list(paths),
+                recursive=recursive,
+                extensions=list(extensions) or None,
+                metadata=metadata,
+                prune=prune,
+                progress=bar,
+                cancel=cancel,
+                captions=captions,
+            )
+        finally:
+            bar.close()
+    return report
+
+
+def _index_through(
+    client: ServiceClient,
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    recursive: bool,
+    metadata: dict[str, Any] | None,
+    captions: bool | None,
+    progress: bool | None,
+) -> IndexReport:
+    """``index_images`` on the service; Ctrl-C cancels the call (MCP cancellation)."""
+    arguments: dict[str, Any] = {
+        "paths": [os.path.abspath(p) for p in paths],
+        "recursive": recursive,
+        **_collection_argument(ctx),
+    }
+    if metadata is not None:
+        arguments["metadata"] = metadata
+    if captions is not None:
+        arguments["captions"] = captions
+    bar = _progress_bar(progress)
+
+    def on_progress(params: dict[str, Any]) -> None:
+        total = params.get("total")
+        bar(IndexProgress(done=int(params.get("progress", 0)), total=int(total or 0)))
+
+    try:
+        with client:
+            answer = client.call_tool("index_images", arguments, progress=on_progress)
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(EXIT_CANCELLED) from None
+    finally:
+        bar.close()
+    return IndexReport.model_validate(answer)
 
 
 @contextmanager
@@ -299,8 +395,22 @@ def search(
         "size_max": filter_size_max,
     }
     flt: SearchFilter | None = parse_filter({k: v for k, v in raw.items() if v not in (None, {})})
-    with _engine(ctx) as lib:
-        hits = lib.search(text=text, image=image, top_k=top_k, filter=flt)
+    image_root = [os.path.dirname(os.path.abspath(image))] if image else []
+    client = _service(ctx, image_root)
+    if client is not None:
+        with client:
+            arguments: dict[str, Any] = {"top_k": top_k, **_collection_argument(ctx)}
+            if text is not None:
+                arguments["text"] = text
+            if image is not None:
+                arguments["image"] = os.path.abspath(image)
+            if flt is not None:
+                arguments["filter"] = flt.model_dump(mode="json", exclude_none=True)
+            found = client.call_tool("multimodal_search", arguments)
+        hits = [SearchHit.model_validate(hit) for hit in found.get("hits", [])]
+    else:
+        with _engine(ctx) as lib:
+            hits = lib.search(text=text, image=image, top_k=top_k, filter=flt)
     if as_json:
         _emit_json([h.model_dump() for h in hits])
     else:
@@ -318,8 +428,15 @@ def search(
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Show the collection's size, model and location."""
-    with _engine(ctx) as lib:
-        st = lib.stats()
+    client = _service(ctx)
+    if client is not None:
+        with client:
+            st = CollectionStats.model_validate(
+                client.call_tool("collection_stats", _collection_argument(ctx))
+            )
+    else:
+        with _engine(ctx) as lib:
+            st = lib.stats()
     if as_json:
         _emit_json(st.model_dump())
     else:
@@ -344,8 +461,18 @@ def remove(ctx: click.Context, paths: tuple[str, ...], ids: tuple[str, ...], as_
             f"{folders[0]} is a folder: remove takes image files or --id (to forget the "
             "images deleted from a folder, run `mmsearch index FOLDER --prune`)"
         )
-    with _engine(ctx) as lib:
-        n = lib.remove(ids=list(ids) or None, paths=list(paths) or None)
+    client = _service(ctx, [os.path.abspath(p) for p in paths])
+    if client is not None:
+        arguments: dict[str, Any] = {**_collection_argument(ctx)}
+        if ids:
+            arguments["ids"] = list(ids)
+        if paths:
+            arguments["paths"] = [os.path.abspath(p) for p in paths]
+        with client:
+            n = int(client.call_tool("remove_images", arguments).get("removed", 0))
+    else:
+        with _engine(ctx) as lib:
+            n = lib.remove(ids=list(ids) or None, paths=list(paths) or None)
     if as_json:
         _emit_json({"removed": n})
     else:

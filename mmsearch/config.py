@@ -193,6 +193,18 @@ class Settings(BaseSettings):
     """How often polling looks at the watched folders (where native events are off or
     unavailable)."""
 
+    service: Literal["auto", "on", "off"] = "auto"
+    """Whether the CLI and ``mmsearch-mcp`` talk to the one long-lived service of this data
+    directory (started on demand) or load the models in their own process. ``auto``: the
+    service on Linux and macOS, in-process on Windows. ``off``: in-process everywhere."""
+
+    service_idle_s: float = Field(default=600.0, gt=0)
+    """The service exits after this many seconds with no client connected and no job
+    running."""
+
+    service_start_timeout_s: float = Field(default=60.0, gt=0)
+    """How long a front waits for a service it started to answer."""
+
     @field_validator("allowed_roots", "watch", mode="before")
     @classmethod
     def _split_roots(cls, value: object, info: ValidationInfo) -> object:
@@ -220,6 +232,12 @@ class Settings(BaseSettings):
         if not self.milvus_uri:
             self.milvus_uri = str(self.data_dir / "mmsearch.db")
         return self
+
+    @property
+    def uses_service(self) -> bool:
+        if self.service == "auto":
+            return os.name == "posix"
+        return self.service == "on"
 
     @property
     def uses_milvus_lite(self) -> bool:

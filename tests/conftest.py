@@ -4,6 +4,7 @@ an embedder, a Milvus server."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,6 +20,10 @@ from tiny_models import write_tiny_qwen2vl, write_tiny_text_lm
 from mmsearch.config import Settings
 from mmsearch.library import ImageSearch
 from mmsearch.testing.tiny import WRITERS
+
+# Tests run in-process unless they ask for the service (tests/test_service.py): a service
+# started by one test must not serve the next one's calls.
+os.environ["MMSEARCH_SERVICE"] = "off"
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from mcp import Client, StdioServerParameters
@@ -19,6 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def server_env(**variables: str) -> dict[str, str]:
     """The environment a spawned server sees: this interpreter's, this checkout first."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
+    # In-process unless a test asks for the service (tests/test_service.py does).
+    env["MMSEARCH_SERVICE"] = "off"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(
         os.pathsep
     )
@@ -31,6 +33,24 @@ def stdio_client(env: dict[str, str], cwd: Path) -> Client:
         command=sys.executable, args=["-m", "mcp_server"], env=env, cwd=str(cwd)
     )
     return Client(params)
+
+
+@asynccontextmanager
+async def service_front(env: dict[str, str], cwd: Path) -> AsyncIterator[Client]:
+    """``mmsearch-mcp`` as a front of the data directory's service (started on demand),
+    the service stopped afterwards."""
+    env = {**env, "MMSEARCH_SERVICE": "on"}
+    try:
+        async with stdio_client(env, cwd) as client:
+            yield client
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "mmsearch.cli", "service", "stop"],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            timeout=60,
+        )
 
 
 @contextmanager

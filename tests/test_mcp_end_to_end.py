@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 from mcp_support import write_photos
-from mcp_transports import http_server, server_env, stdio_client
+from mcp_transports import http_server, server_env, service_front, stdio_client
 from mcp_types import ImageContent
 from PIL import Image
 
@@ -68,6 +68,9 @@ def client_factory(transport: str, variables: dict[str, str], tmp_path: Path, mo
                     yield client
             finally:
                 server.shared_search.close()
+        elif transport == "service":
+            async with service_front(server_env(**variables), tmp_path) as client:
+                yield client
         elif transport == "stdio":
             async with stdio_client(server_env(**variables), tmp_path) as client:
                 yield client
@@ -86,7 +89,7 @@ def connect(variables, tmp_path, monkeypatch):
     return client_factory("in-process", variables, tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize("transport", ["in-process", "stdio", "http"])
+@pytest.mark.parametrize("transport", ["in-process", "stdio", "http", "service"])
 async def test_index_then_search_every_query_form(
     transport, variables, tmp_path, monkeypatch, photos
 ) -> None:

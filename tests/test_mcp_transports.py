@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
-from mcp_transports import REPO_ROOT, http_server, server_env, stdio_client
+from mcp_transports import REPO_ROOT, http_server, server_env, service_front, stdio_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -40,11 +40,14 @@ def env(tmp_path: Path) -> dict[str, str]:
     )
 
 
-@pytest.fixture(params=["stdio", "http"])
+@pytest.fixture(params=["stdio", "http", "service"])
 def connect(request, env, tmp_path):
     @asynccontextmanager
     async def open_client():
-        if request.param == "stdio":
+        if request.param == "service":
+            async with service_front(env, tmp_path) as client:
+                yield client
+        elif request.param == "stdio":
             async with stdio_client(env, tmp_path) as client:
                 yield client
         else:
