@@ -15,6 +15,8 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Keep the newest few server logs of each severity; every process start adds files.
@@ -27,7 +29,7 @@ LITE_GRPC_OPTIONS: dict[str, int | bool] = {
     "grpc.keepalive_permit_without_calls": False,
 }
 
-_prepared = threading.Lock()
+_prepared = threading.RLock()
 _done: set[str] = set()
 
 
@@ -40,27 +42,42 @@ class _DropMessage(logging.Filter):
         return self.fragment not in record.getMessage()
 
 
-def prepare_lite(log_dir: Path) -> None:
+def prepare_lite() -> None:
     """Call before the first Milvus Lite database of the process opens: imports
-    ``milvus_lite`` without its deprecation warning and sends the server's logs to
-    ``log_dir`` (unless ``GLOG_log_dir`` is already set), pruning old ones."""
+    ``milvus_lite`` without its deprecation warning and drops pymilvus's mvccTs warning."""
     with _prepared:
-        if "import" not in _done:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-                try:
-                    import milvus_lite  # noqa: F401
-                except ImportError:  # pymilvus then reports that Milvus Lite is missing
-                    pass
-            logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(
-                _DropMessage("mvccTs")
-            )
-            _done.add("import")
-        if "logs" not in _done and "GLOG_log_dir" not in os.environ:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            os.environ["GLOG_log_dir"] = str(log_dir)
+        if "import" in _done:
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+            try:
+                import milvus_lite  # noqa: F401
+            except ImportError:  # pymilvus then reports that Milvus Lite is missing
+                pass
+        logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(
+            _DropMessage("mvccTs")
+        )
+        _done.add("import")
+
+
+@contextmanager
+def server_logs_in(log_dir: Path) -> Iterator[None]:
+    """While a Milvus Lite server starts inside this block, its glog files go to
+    ``log_dir`` (unless ``GLOG_log_dir`` is set by the user); old ones are pruned. The
+    variable is set only for the start, so other child processes do not inherit it."""
+    if "GLOG_log_dir" in os.environ:
+        yield
+        return
+    with _prepared:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        if str(log_dir) not in _done:
             _prune_logs(log_dir)
-            _done.add("logs")
+            _done.add(str(log_dir))
+        os.environ["GLOG_log_dir"] = str(log_dir)
+        try:
+            yield
+        finally:
+            os.environ.pop("GLOG_log_dir", None)
 
 
 def _prune_logs(log_dir: Path) -> None:

@@ -198,7 +198,7 @@ class MilvusStore:
     ) -> None:
         from pymilvus import MilvusClient  # imported late: it is slow to import
 
-        from mmsearch.milvus_lite_runtime import LITE_GRPC_OPTIONS, prepare_lite
+        from mmsearch.milvus_lite_runtime import LITE_GRPC_OPTIONS, prepare_lite, server_logs_in
 
         self.uri = uri
         self.config = config or IndexConfig()
@@ -228,13 +228,14 @@ class MilvusStore:
         # on close, so a command that fails (or only looks) leaves nothing behind.
         self._created_file = self.is_lite and not Path(self.uri).exists()
         if self.is_lite:
-            prepare_lite(log_dir or Path(self.uri).parent / "logs")
+            prepare_lite()
             _lite_acquire(self.uri)
         try:
             if token:
                 self._client = MilvusClient(uri=self.uri, token=token)
             elif self.is_lite:
-                self._client = MilvusClient(uri=self.uri, grpc_options=LITE_GRPC_OPTIONS)
+                with server_logs_in(log_dir or Path(self.uri).parent / "logs"):
+                    self._client = MilvusClient(uri=self.uri, grpc_options=LITE_GRPC_OPTIONS)
             else:
                 self._client = MilvusClient(uri=self.uri)
         except Exception as exc:

@@ -181,3 +181,20 @@ def test_a_cached_model_is_used_without_network(
     files = ckpt.download_files(variant, cache_dir=tmp_path / "hub")
     assert asked == [True, True]
     assert files.text_dir == tmp_path / "cached"
+
+
+def test_server_logs_go_beside_the_database_without_leaking_into_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Child processes started later (other servers, tools) do not inherit the folder."""
+    import os
+
+    from mmsearch.store import MilvusStore
+
+    monkeypatch.delenv("GLOG_log_dir", raising=False)
+    store = MilvusStore(str(tmp_path / "db" / "x.db"), log_dir=tmp_path / "logs")
+    try:
+        assert "GLOG_log_dir" not in os.environ
+    finally:
+        store.close()
+    assert _milvus_files(tmp_path / "logs")
