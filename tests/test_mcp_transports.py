@@ -16,7 +16,15 @@ from mcp_transports import REPO_ROOT, http_server, server_env, stdio_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-TOOLS = {"index_images", "multimodal_search", "rerank", "collection_stats", "remove_images"}
+TOOLS = {
+    "index_images",
+    "multimodal_search",
+    "rerank",
+    "collection_stats",
+    "remove_images",
+    "index_status",
+    "cancel_index",
+}
 
 
 @pytest.fixture
