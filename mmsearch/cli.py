@@ -24,9 +24,10 @@ import click
 from mmsearch.config import Settings
 from mmsearch.errors import CollectionNotFoundError, MMSearchError
 from mmsearch.filters import SearchFilter, parse_filter
-from mmsearch.types import CollectionStats, IndexProgress, IndexReport, SearchHit
+from mmsearch.types import CollectionStats, IndexJobStatus, IndexProgress, SearchHit
 
 if TYPE_CHECKING:
+    from mmsearch.jobs import IndexJobs
     from mmsearch.library import EmbedderFactory, ImageSearch
     from mmsearch_service.client import ServiceClient
 
@@ -206,6 +207,11 @@ def cli(
     help="Caption images with the vision-language model, for better text queries "
     "(default: MMSEARCH_CAPTIONS, off).",
 )
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Return at once with the job id, leaving the job to the mmsearch service.",
+)
 @click.pass_context
 def index(
     ctx: click.Context,
@@ -217,16 +223,29 @@ def index(
     as_json: bool,
     progress: bool | None,
     captions: bool | None,
+    detach: bool,
 ) -> None:
-    """Index image files, folders and globs (unchanged files are skipped)."""
+    """Index image files, folders and globs (unchanged files are skipped), as a job that
+    this command follows; Ctrl-C cancels it (what was stored stays)."""
     metadata = parse_key_values(meta, "--meta") if meta else None
     # the service's index_images takes files and folders; globs, --ext, --prune run here
     here = extensions or prune or any(c in p for p in paths for c in "*?[")
     client = None if here else _service(ctx, [os.path.abspath(p) for p in paths])
     if client is not None:
-        report = _index_through(client, ctx, paths, recursive, metadata, captions, progress)
+        status = _index_through(client, ctx, paths, recursive, metadata, captions, progress, detach)
     else:
-        report = _index_here(ctx, paths, recursive, extensions, metadata, prune, progress, captions)
+        if detach:
+            raise MMSearchError(DETACH_NEEDS_SERVICE)
+        status = _index_here(ctx, paths, recursive, extensions, metadata, prune, progress, captions)
+    if detach:
+        if as_json:
+            _emit_json(status.model_dump())
+        else:
+            click.echo(f"index job {status.id} {status.state}: follow it with `mmsearch jobs`")
+        return
+    if status.state == "failed" or status.report is None:
+        raise MMSearchError(status.error or f"the index job ended {status.state}")
+    report = status.report
     if as_json:
         _emit_json(report.model_dump())
     else:
@@ -256,23 +275,31 @@ def _index_here(
     prune: bool,
     progress: bool | None,
     captions: bool | None,
-) -> IndexReport:
+) -> IndexJobStatus:
+    """The job in this process, followed to its end; Ctrl-C cancels it."""
     with _engine(ctx) as lib, _cancel_on_interrupt() as cancel:
+        from mmsearch.jobs import IndexJobs
+
+        jobs = IndexJobs(lib, lib.settings.data_dir)
         bar = _progress_bar(progress)
         try:
-            report = lib.index(
+            job = jobs.submit(
                 list(paths),
                 recursive=recursive,
                 extensions=list(extensions) or None,
                 metadata=metadata,
                 prune=prune,
-                progress=bar,
-                cancel=cancel,
                 captions=captions,
+                listener=bar,
             )
+            return _follow(jobs, job.id, cancel)
         finally:
             bar.close()
-    return report
+            jobs.close()
+
+
+FOLLOW_WAIT_S = 20.0
+"""How long each ``index_images`` call waits on the service while the CLI follows a job."""
 
 
 def _index_through(
@@ -283,31 +310,62 @@ def _index_through(
     metadata: dict[str, Any] | None,
     captions: bool | None,
     progress: bool | None,
-) -> IndexReport:
-    """``index_images`` on the service; Ctrl-C cancels the call (MCP cancellation)."""
+    detach: bool,
+) -> IndexJobStatus:
+    """Start (or join) the job on the service, then follow it with repeated
+    ``index_images`` calls, which join it and report progress; Ctrl-C cancels the job
+    (``cancel_index``). ``detach``: answer at once, the job runs on in the service."""
     arguments: dict[str, Any] = {
         "paths": [os.path.abspath(p) for p in paths],
         "recursive": recursive,
+        "wait_s": 0,
         **_collection_argument(ctx),
     }
     if metadata is not None:
         arguments["metadata"] = metadata
     if captions is not None:
         arguments["captions"] = captions
-    bar = _progress_bar(progress)
+    with client:
+        status = IndexJobStatus.model_validate(client.call_tool("index_images", arguments))
+        if detach or not status.active:
+            return status
+        bar = _progress_bar(progress)
 
-    def on_progress(params: dict[str, Any]) -> None:
-        total = params.get("total")
-        bar(IndexProgress(done=int(params.get("progress", 0)), total=int(total or 0)))
+        def on_progress(params: dict[str, Any]) -> None:
+            total = params.get("total")
+            bar(IndexProgress(done=int(params.get("progress", 0)), total=int(total or 0)))
 
-    try:
-        with client:
-            answer = client.call_tool("index_images", arguments, progress=on_progress)
-    except KeyboardInterrupt:
-        raise click.exceptions.Exit(EXIT_CANCELLED) from None
-    finally:
-        bar.close()
-    return IndexReport.model_validate(answer)
+        try:
+            while status.active:
+                answer = client.call_tool(
+                    "index_images", {**arguments, "wait_s": FOLLOW_WAIT_S}, progress=on_progress
+                )
+                status = IndexJobStatus.model_validate(answer)
+        except KeyboardInterrupt:
+            client.call_tool("cancel_index", {"job_id": status.id})
+            raise click.exceptions.Exit(EXIT_CANCELLED) from None
+        finally:
+            bar.close()
+    return status
+
+
+DETACH_NEEDS_SERVICE = (
+    "--detach needs the mmsearch service to run the job after this command exits; in "
+    "this in-process mode the job runs in this process: run without --detach"
+)
+
+
+def _follow(jobs: IndexJobs, job_id: str, cancel: threading.Event) -> IndexJobStatus:
+    """Wait for the job; once ``cancel`` is set (Ctrl-C), cancel it and wait for it to stop
+    after its current batch. Polls, so that the signal handler never needs a lock."""
+    asked = False
+    while True:
+        status = jobs.wait(job_id, timeout=0.2)
+        if not status.active:
+            return status
+        if cancel.is_set() and not asked:
+            jobs.cancel(job_id)
+            asked = True
 
 
 @contextmanager
@@ -443,6 +501,27 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         click.echo(
             f"collection {st.collection}: {st.count} images, model {st.model_id} "
             f"(dim {st.dim}), {st.uri}"
+        )
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@click.pass_context
+def jobs(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """List recent index jobs of this data directory, newest first."""
+    from mmsearch.jobs import JobRecords
+
+    statuses = JobRecords(_settings(ctx).data_dir).recent(limit)
+    if as_json:
+        _emit_json([s.model_dump(mode="json") for s in statuses])
+        return
+    for s in statuses:
+        left = f", about {s.eta_s:.0f} s left" if s.state == "running" and s.eta_s else ""
+        click.echo(
+            f"{s.id}  {s.state:<11} {s.done}/{s.total} files ({s.indexed} indexed, "
+            f"{s.unchanged} unchanged, {s.failed} failed), {s.elapsed_s:.0f} s{left}  "
+            + " ".join(s.paths)
         )
 
 

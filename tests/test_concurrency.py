@@ -11,6 +11,7 @@ import anyio
 import numpy as np
 import pytest
 from mcp import Client
+from mcp_support import index_until_done
 from mcp_transports import http_server, server_env
 from PIL import Image
 
@@ -62,7 +63,7 @@ async def test_concurrent_searches_during_indexing_each_get_their_own_answer(
     only_queries = {"path_prefix": str(root / "queries")}
     with http_server(env, tmp_path) as url:
         async with Client(url) as setup:
-            first = await setup.call_tool("index_images", {"paths": [str(root / "queries")]})
+            first = await index_until_done(setup, {"paths": [str(root / "queries")]})
             assert first.structured_content["indexed"] == N_QUERY_IMAGES
             baseline = {}
             for text in texts:
@@ -86,7 +87,9 @@ async def test_concurrent_searches_during_indexing_each_get_their_own_answer(
                 indexing_started.set()
                 index_window.append(time.perf_counter())
                 index_result.append(
-                    await client.call_tool("index_images", {"paths": [str(background[0].parent)]})
+                    await index_until_done(
+                        client, {"paths": [str(background[0].parent)], "wait_s": 45}
+                    )
                 )
                 index_window.append(time.perf_counter())
 
@@ -147,7 +150,8 @@ async def test_concurrent_searches_during_indexing_each_get_their_own_answer(
         else:
             assert [h["path"] for h in hits] == baseline[query]
     report = index_result[0].structured_content
-    assert report["indexed"] == N_BACKGROUND and report["failed"] == []
+    assert report["state"] == "finished", report
+    assert report["indexed"] == N_BACKGROUND and report["report"]["failed"] == []
     assert stats.structured_content["count"] == N_QUERY_IMAGES + N_BACKGROUND
     assert refused.is_error and "one process per database" in refused.content[0].text
     assert library_wait < 5 and mcp_wait < 5, (library_wait, mcp_wait)
