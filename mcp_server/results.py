@@ -10,7 +10,7 @@ from pathlib import Path
 from mcp_types import ImageContent, TextContent
 from pydantic import BaseModel, Field
 
-from mmsearch.types import IndexReport, SearchHit
+from mmsearch.types import IndexJobStatus, IndexReport, SearchHit
 
 THUMBNAIL_SIZE = 128
 
@@ -113,3 +113,55 @@ def thumbnail(path: Path, size: int, *, max_bytes: int, max_pixels: int) -> Imag
 
 def caption(hit: SearchHit, rank: int) -> TextContent:
     return TextContent(type="text", text=f"#{rank} {hit.path} (score {hit.score:.3f})")
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def job_summary(status: IndexJobStatus) -> str:
+    """One job in words: the report once it finished, else where it stands and what to
+    call next."""
+    if status.state == "finished" and status.report is not None:
+        return index_summary(status.report)
+    head = f"Index job {status.id} is {status.state}"
+    if status.state == "queued":
+        return (
+            f"{head}: it starts when the collection's running job ends. Call index_status "
+            f'with job_id "{status.id}" to follow it, or cancel_index to drop it.'
+        )
+    counts = (
+        f"{status.done} of {status.total} files done ({status.indexed} indexed, "
+        f"{status.unchanged} unchanged, {status.failed} failed), "
+        f"{_duration(status.elapsed_s)} elapsed"
+    )
+    if status.state == "running":
+        left = f", about {_duration(status.eta_s)} left" if status.eta_s is not None else ""
+        return (
+            f"{head}: {counts}{left}. It continues in the background: call index_status "
+            f'with job_id "{status.id}" to follow it, or cancel_index to stop it.'
+        )
+    text = f"{head}: {status.error or status.state}. {counts}."
+    if status.state in ("cancelled", "interrupted"):
+        text += " Index the same paths again to continue (stored files are skipped)."
+    return text
+
+
+def jobs_summary(statuses: list[IndexJobStatus]) -> str:
+    if not statuses:
+        return "No index jobs."
+    lines = []
+    for s in statuses:
+        paths = ", ".join(s.paths)
+        lines.append(
+            f"{s.id} {s.state}: {s.done} of {s.total} files ({s.indexed} indexed, "
+            f"{s.failed} failed) in {s.collection}: {paths[:200]}"
+        )
+    return "\n".join(lines)

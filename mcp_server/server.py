@@ -4,7 +4,6 @@ and shapes the answer; everything else lives in :mod:`mmsearch`."""
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
@@ -21,6 +19,14 @@ from mcp_types import CallToolResult, ContentBlock, ListRootsResult, TextContent
 from pydantic import Field
 
 from mcp_server.arguments import file_uri_to_path, image_argument
+from mcp_server.jobs import (
+    DEFAULT_WAIT_S,
+    MAX_WAIT_S,
+    Listener,
+    submit_and_follow,
+    visible,
+    visible_job,
+)
 from mcp_server.results import (
     THUMBNAIL_SIZE,
     RankedImage,
@@ -28,7 +34,8 @@ from mcp_server.results import (
     RerankResult,
     SearchResult,
     caption,
-    index_summary,
+    job_summary,
+    jobs_summary,
     rerank_summary,
     search_summary,
     thumbnail,
@@ -38,9 +45,10 @@ from mmsearch.access import ensure_allowed, narrow_roots, resolve_roots
 from mmsearch.config import Settings
 from mmsearch.errors import AccessDeniedError, InvalidQueryError, MMSearchError, RerankError
 from mmsearch.filters import SearchFilter
-from mmsearch.types import CollectionStats, ImageRecord, IndexProgress, IndexReport, SearchHit
+from mmsearch.types import CollectionStats, ImageRecord, IndexJobList, IndexJobStatus, SearchHit
 
 if TYPE_CHECKING:
+    from mmsearch.jobs import IndexJobs
     from mmsearch.library import ImageSearch
 
 log = logging.getLogger("mcp_server")
@@ -49,8 +57,9 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 INSTRUCTIONS = """\
-Semantic image search over the user's local images. Index folders with index_images, then
-find images with multimodal_search by a text description, an example image (path or
+Semantic image search over the user's local images. Index folders with index_images (a
+background job: when it answers with a running job, follow it with index_status), then find
+images with multimodal_search by a text description, an example image (path or
 base64), or both (the image's content steered by the text). Set include_thumbnails to look
 at the hits. rerank re-orders a handful of hits with a vision-language model. Paths must lie
 inside the allowed roots."""
@@ -85,6 +94,7 @@ class SharedSearch:
         self.settings = settings
         self._factory = factory
         self._search: ImageSearch | None = None
+        self._jobs: IndexJobs | None = None
         self._lock = threading.Lock()
 
     def get(self) -> ImageSearch:
@@ -94,7 +104,26 @@ class SharedSearch:
                 self._search = self._factory(self.settings)
             return self._search
 
+    @property
+    def jobs(self) -> IndexJobs:
+        """The process's index jobs; they open the image search when the first one runs."""
+        with self._lock:
+            if self._jobs is None:
+                from mmsearch.jobs import IndexJobs
+
+                self._jobs = IndexJobs(
+                    self.get,
+                    self.settings.data_dir,
+                    default_collection=self.settings.collection,
+                )
+            return self._jobs
+
     def close(self) -> None:
+        """Interrupt the running jobs (resumed by indexing again), then close the library."""
+        with self._lock:
+            jobs, self._jobs = self._jobs, None
+        if jobs is not None:
+            jobs.close()
         with self._lock:
             if self._search is not None:
                 self._search.close()
@@ -129,45 +158,6 @@ async def _in_thread(fn: Callable[[], T], timeout_s: float | None = None) -> T:
         raise ToolError(
             f"the call did not finish within {timeout_s:g} s (setting search_timeout_s)"
         ) from None
-
-
-async def _index_with_progress(
-    ctx: Context, work: Callable[[Callable[[IndexProgress], None], threading.Event], T]
-) -> T:
-    """Run ``work(progress, cancel)`` in a worker thread, forwarding its progress to the
-    client as MCP progress notifications and setting ``cancel`` if the client cancels."""
-    cancel = threading.Event()
-    send, receive = anyio.create_memory_object_stream[IndexProgress](max_buffer_size=math.inf)
-
-    def on_progress(progress: IndexProgress) -> None:
-        try:
-            anyio.from_thread.run_sync(send.send_nowait, progress)
-        except Exception:  # the request is gone; the library must not fail because of it
-            log.debug("dropped a progress update", exc_info=True)
-
-    async def forward() -> None:
-        async with receive:
-            async for progress in receive:
-                try:
-                    await ctx.report_progress(progress.done, progress.total, progress.path)
-                except Exception:
-                    log.debug("could not send a progress notification", exc_info=True)
-
-    outcome: list[T] = []
-    failure: list[Exception] = []
-    try:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(forward)
-            async with send:
-                try:
-                    outcome.append(await _in_thread(lambda: work(on_progress, cancel)))
-                except Exception as exc:  # raised below, not wrapped in an ExceptionGroup
-                    failure.append(exc)
-    finally:
-        cancel.set()
-    if failure:
-        raise failure[0]
-    return outcome[0]
 
 
 async def _client_roots(ctx: Context) -> ListRoots | None:
@@ -295,29 +285,85 @@ def create_server(
                 )
             ),
         ] = None,
-    ) -> Annotated[CallToolResult, IndexReport]:
-        """Add image files and folders to the search index. Files already indexed and
-        unchanged are skipped; progress is reported while it works; cancellable."""
+        wait_s: Annotated[
+            float,
+            Field(
+                ge=0,
+                le=MAX_WAIT_S,
+                description=(
+                    "Seconds to wait for the job to finish before answering with its "
+                    "state; the job keeps running in the background either way."
+                ),
+            ),
+        ] = DEFAULT_WAIT_S,
+    ) -> Annotated[CallToolResult, IndexJobStatus]:
+        """Add image files and folders to the search index, as a background job. Files
+        already indexed and unchanged are skipped. Answers with the report when the job
+        ends within wait_s, else with its state (follow it with index_status); the job
+        goes on if the call is cancelled. An identical running job is joined."""
         with _tool_errors("index_images"):
             allowed = _allowed_roots(configured, roots)
             targets = [ensure_allowed(path, allowed) for path in paths]
 
-            def work(
-                progress: Callable[[IndexProgress], None], cancel: threading.Event
-            ) -> IndexReport:
-                return shared.get().index(
+            def submit(listener: Listener) -> IndexJobStatus:
+                return shared.jobs.submit(
                     targets,
                     recursive=recursive,
                     metadata=metadata,
                     collection=collection,
-                    progress=progress,
-                    cancel=cancel,
                     captions=captions,
                     roots=allowed,
+                    listener=listener,
                 )
 
-            report = await _index_with_progress(ctx, work)
-            return _result(index_summary(report), report)
+            status = await submit_and_follow(ctx, shared.jobs, submit, wait_s)
+            if status.state == "failed":
+                raise ToolError(status.error or "the index job failed")
+            return _result(job_summary(status), status)
+
+    @_tool(server, "Index job status", read_only=True)
+    async def index_status(
+        roots: ClientRoots = None,
+        job_id: Annotated[
+            str | None,
+            Field(max_length=64, description="A job id from index_images; none: recent jobs."),
+        ] = None,
+        limit: Annotated[
+            int, Field(ge=1, le=100, description="How many recent jobs to list.")
+        ] = 10,
+    ) -> Annotated[CallToolResult, IndexJobList]:
+        """The state of an index job (running, finished, failed, cancelled, interrupted),
+        its progress, elapsed time and estimated time left; or the recent jobs."""
+        with _tool_errors("index_status"):
+            allowed = _allowed_roots(configured, roots)
+            if job_id is not None:
+                status = await _in_thread(lambda: visible_job(shared.jobs, job_id, allowed))
+                return _result(job_summary(status), IndexJobList(jobs=[status]))
+            recent = await _in_thread(lambda: shared.jobs.recent(limit))
+            listed = IndexJobList(jobs=[s for s in recent if visible(s, allowed)])
+            return _result(jobs_summary(listed.jobs), listed)
+
+    @_tool(server, "Cancel an index job", read_only=False)
+    async def cancel_index(
+        job_id: Annotated[str, Field(max_length=64, description="The job to stop.")],
+        roots: ClientRoots = None,
+        wait_s: Annotated[
+            float,
+            Field(ge=0, le=MAX_WAIT_S, description="Seconds to wait for the job to stop."),
+        ] = 10.0,
+    ) -> Annotated[CallToolResult, IndexJobStatus]:
+        """Stop an index job: a queued one at once, a running one after its current batch.
+        What it stored stays; indexing the same paths again continues where it stopped."""
+        with _tool_errors("cancel_index"):
+            allowed = _allowed_roots(configured, roots)
+
+            def cancel() -> IndexJobStatus:
+                visible_job(shared.jobs, job_id, allowed)
+                shared.jobs.cancel(job_id)
+                return shared.jobs.wait(job_id, wait_s)
+
+            status = await _in_thread(cancel)
+            return _result(job_summary(status), status)
 
     @_tool(server, "Search images", read_only=True)
     async def multimodal_search(

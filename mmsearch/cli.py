@@ -24,9 +24,10 @@ import click
 from mmsearch.config import Settings
 from mmsearch.errors import MMSearchError
 from mmsearch.filters import SearchFilter, parse_filter
-from mmsearch.types import IndexProgress
+from mmsearch.types import IndexJobStatus, IndexProgress
 
 if TYPE_CHECKING:
+    from mmsearch.jobs import IndexJobs
     from mmsearch.library import EmbedderFactory, ImageSearch
 
 EXIT_ERROR = 1
@@ -162,6 +163,11 @@ def cli(ctx: click.Context, uri: str | None, collection: str | None, verbose: in
     help="Caption images with the vision-language model, for better text queries "
     "(default: MMSEARCH_CAPTIONS, off).",
 )
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Return at once with the job id, leaving the job to the mmsearch service.",
+)
 @click.pass_context
 def index(
     ctx: click.Context,
@@ -173,24 +179,35 @@ def index(
     as_json: bool,
     progress: bool | None,
     captions: bool | None,
+    detach: bool,
 ) -> None:
-    """Index image files, folders and globs (unchanged files are skipped)."""
+    """Index image files, folders and globs (unchanged files are skipped), as a job that
+    this command follows; Ctrl-C cancels it (what was stored stays)."""
     metadata = parse_key_values(meta, "--meta") if meta else None
+    if detach:
+        raise MMSearchError(DETACH_NEEDS_SERVICE)
     with _engine(ctx) as lib, _cancel_on_interrupt() as cancel:
+        from mmsearch.jobs import IndexJobs
+
+        jobs = IndexJobs(lib, lib.settings.data_dir)
         bar = _progress_bar(progress)
         try:
-            report = lib.index(
+            job = jobs.submit(
                 list(paths),
                 recursive=recursive,
                 extensions=list(extensions) or None,
                 metadata=metadata,
                 prune=prune,
-                progress=bar,
-                cancel=cancel,
                 captions=captions,
+                listener=bar,
             )
+            status = _follow(jobs, job.id, cancel)
         finally:
             bar.close()
+            jobs.close()
+    if status.state == "failed" or status.report is None:
+        raise MMSearchError(status.error or f"the index job ended {status.state}")
+    report = status.report
     if as_json:
         _emit_json(report.model_dump())
     else:
@@ -207,6 +224,25 @@ def index(
         )
     if report.cancelled:
         ctx.exit(EXIT_CANCELLED)
+
+
+DETACH_NEEDS_SERVICE = (
+    "--detach needs the mmsearch service to run the job after this command exits; in "
+    "this in-process mode the job runs in this process: run without --detach"
+)
+
+
+def _follow(jobs: IndexJobs, job_id: str, cancel: threading.Event) -> IndexJobStatus:
+    """Wait for the job; once ``cancel`` is set (Ctrl-C), cancel it and wait for it to stop
+    after its current batch. Polls, so that the signal handler never needs a lock."""
+    asked = False
+    while True:
+        status = jobs.wait(job_id, timeout=0.2)
+        if not status.active:
+            return status
+        if cancel.is_set() and not asked:
+            jobs.cancel(job_id)
+            asked = True
 
 
 @contextmanager
@@ -317,6 +353,27 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         click.echo(
             f"collection {st.collection}: {st.count} images, model {st.model_id} "
             f"(dim {st.dim}), {st.uri}"
+        )
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@click.pass_context
+def jobs(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """List recent index jobs of this data directory, newest first."""
+    from mmsearch.jobs import JobRecords
+
+    statuses = JobRecords(_settings(ctx).data_dir).recent(limit)
+    if as_json:
+        _emit_json([s.model_dump(mode="json") for s in statuses])
+        return
+    for s in statuses:
+        left = f", about {s.eta_s:.0f} s left" if s.state == "running" and s.eta_s else ""
+        click.echo(
+            f"{s.id}  {s.state:<11} {s.done}/{s.total} files ({s.indexed} indexed, "
+            f"{s.unchanged} unchanged, {s.failed} failed), {s.elapsed_s:.0f} s{left}  "
+            + " ".join(s.paths)
         )
 
 

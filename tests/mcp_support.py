@@ -133,3 +133,13 @@ class RecordingSearch:
 
     def close(self) -> None:
         self.closed = True
+
+
+async def index_until_done(client: Any, arguments: dict[str, Any], **kwargs: Any) -> Any:
+    """Call index_images until its job has ended, as a client with a request timeout does:
+    each call answers within its ``wait_s`` with the job's state, the next one joins it."""
+    for _ in range(100):
+        result = await client.call_tool("index_images", arguments, **kwargs)
+        if result.is_error or result.structured_content["state"] not in ("queued", "running"):
+            return result
+    raise AssertionError(f"the index job did not end: {result.content}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -117,14 +118,25 @@ def test_ctrl_c_stops_indexing_after_the_batch(
     import signal
 
     import mmsearch.cli
+    from mmsearch.jobs import IndexJobs
 
     monkeypatch.setenv("MMSEARCH_BATCH_SIZE", "2")
     original = mmsearch.cli._ProgressBar.__call__
+    original_cancel = IndexJobs.cancel
+    cancelled = threading.Event()
+
+    def cancel(self, job_id):  # noqa: ANN001, ANN202
+        status = original_cancel(self, job_id)
+        cancelled.set()
+        return status
 
     def interrupt_once_started(self, p) -> None:
         original(self, p)
-        if p.done == 2:
+        if p.done == 2:  # the job runs on its own thread: hold it until Ctrl-C reached it
             os.kill(os.getpid(), signal.SIGINT)
+            assert cancelled.wait(30)
+
+    monkeypatch.setattr(IndexJobs, "cancel", cancel)
 
     monkeypatch.setattr(mmsearch.cli._ProgressBar, "__call__", interrupt_once_started)
     result = run("index", str(photo_dir))
@@ -156,3 +168,19 @@ def test_rerank_takes_stored_ids(
     unknown = run("rerank", "--text", "a cat", "-c", "0" * 64)
     assert unknown.exit_code != 0
     assert "nor a stored image ID" in unknown.stderr
+
+
+def test_jobs_lists_the_index_job_that_ran(run, photo_dir: Path) -> None:
+    assert run("index", str(photo_dir)).exit_code == 0
+    listed = run("jobs", "--json")
+    [job] = json.loads(listed.stdout)
+    assert job["state"] == "finished" and job["indexed"] == 5
+    assert job["paths"] == [str(photo_dir)]
+    assert f"{job['id']}  finished" in run("jobs").stdout
+
+
+def test_detach_without_the_service_says_so(run, photo_dir: Path) -> None:
+    result = run("index", "--detach", str(photo_dir))
+    assert result.exit_code == 1
+    assert "--detach needs the mmsearch service" in result.stderr
+    assert json.loads(run("jobs", "--json").stdout) == []

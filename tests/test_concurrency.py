@@ -86,7 +86,9 @@ async def test_concurrent_searches_during_indexing_each_get_their_own_answer(
                 indexing_started.set()
                 index_window.append(time.perf_counter())
                 index_result.append(
-                    await client.call_tool("index_images", {"paths": [str(background[0].parent)]})
+                    await client.call_tool(
+                        "index_images", {"paths": [str(background[0].parent)], "wait_s": 45}
+                    )
                 )
                 index_window.append(time.perf_counter())
 
@@ -147,7 +149,8 @@ async def test_concurrent_searches_during_indexing_each_get_their_own_answer(
         else:
             assert [h["path"] for h in hits] == baseline[query]
     report = index_result[0].structured_content
-    assert report["indexed"] == N_BACKGROUND and report["failed"] == []
+    assert report["state"] == "finished", report
+    assert report["indexed"] == N_BACKGROUND and report["report"]["failed"] == []
     assert stats.structured_content["count"] == N_QUERY_IMAGES + N_BACKGROUND
     assert refused.is_error and "one process per database" in refused.content[0].text
     assert library_wait < 5 and mcp_wait < 5, (library_wait, mcp_wait)

@@ -91,7 +91,10 @@ async def test_paths_outside_the_roots_are_refused(server, root: Path, tmp_path:
         ):
             error_text(await call(client, "index_images", args))
         missing = await call(client, "index_images", {"paths": [str(root / "gone.jpg")]})
-        assert missing.structured_content["failed"][0]["reason"] == "no such file or directory"
+        assert (
+            missing.structured_content["report"]["failed"][0]["reason"]
+            == "no such file or directory"
+        )
         stats = await call(client, "collection_stats", {})
     assert stats.structured_content["count"] == 5
     assert_same(before, snapshot(*store_of(server)))
@@ -105,7 +108,9 @@ async def test_folder_links_out_of_the_roots_are_reported_not_read(
     (root / "link.png").symlink_to(secret)
     async with Client(server) as client:
         report = await call(client, "index_images", {"paths": [str(root)]})
-    failed = {Path(f["path"]).name: f["reason"] for f in report.structured_content["failed"]}
+    failed = {
+        Path(f["path"]).name: f["reason"] for f in report.structured_content["report"]["failed"]
+    }
     assert "outside the allowed roots" in failed["link.png"]
     stored = {path for path, _ in snapshot(*store_of(server)).values()}
     assert str(root / "link.png") not in stored and len(stored) == 5

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
-from mcp_support import write_photos
+from mcp_support import index_until_done, write_photos
 from mcp_transports import http_server, server_env, stdio_client
 from mcp_types import ImageContent
 from PIL import Image
@@ -99,8 +99,8 @@ async def test_index_then_search_every_query_form(
     cat = photos / "chelsea.jpg"
     cat_b64 = base64.b64encode(cat.read_bytes()).decode()
     async with connect() as client:
-        report = await client.call_tool(
-            "index_images", {"paths": [str(photos)]}, progress_callback=on_progress
+        report = await index_until_done(
+            client, {"paths": [str(photos)]}, progress_callback=on_progress
         )
         by_text = await client.call_tool("multimodal_search", {"text": "a cat", "top_k": 3})
         by_path = await client.call_tool("multimodal_search", {"image": str(cat)})
@@ -120,15 +120,15 @@ async def test_index_then_search_every_query_form(
 
 async def test_reindexing_unchanged_files_skips_them(connect, photos) -> None:
     async with connect() as client:
-        await client.call_tool("index_images", {"paths": [str(photos)]})
-        again = await client.call_tool("index_images", {"paths": [str(photos)]})
+        await index_until_done(client, {"paths": [str(photos)]})
+        again = await index_until_done(client, {"paths": [str(photos)]})
     assert again.structured_content["unchanged"] == 4
     assert again.structured_content["indexed"] == 0
 
 
 async def test_thumbnails_come_back_as_image_blocks(connect, photos) -> None:
     async with connect() as client:
-        await client.call_tool("index_images", {"paths": [str(photos)]})
+        await index_until_done(client, {"paths": [str(photos)]})
         result = await client.call_tool(
             "multimodal_search", {"text": "a rocket", "top_k": 2, "include_thumbnails": True}
         )
@@ -139,7 +139,7 @@ async def test_thumbnails_come_back_as_image_blocks(connect, photos) -> None:
 
 async def test_remove_then_stats(connect, photos) -> None:
     async with connect() as client:
-        await client.call_tool("index_images", {"paths": [str(photos)]})
+        await index_until_done(client, {"paths": [str(photos)]})
         removed = await client.call_tool("remove_images", {"paths": [str(photos / "coffee.jpg")]})
         stats = await client.call_tool("collection_stats", {})
     assert removed.structured_content == {"removed": 1}
@@ -152,7 +152,7 @@ async def test_rerank_returns_every_candidate_exactly_once(
     reranker = tiny.write_tiny_phi3v(tmp_path_factory.mktemp("tiny-phi3v"))
     monkeypatch.setenv("MMSEARCH_RERANK_MODEL", str(reranker))
     async with connect() as client:
-        await client.call_tool("index_images", {"paths": [str(photos)]})
+        await index_until_done(client, {"paths": [str(photos)]})
         found = await client.call_tool("multimodal_search", {"text": "a cat", "top_k": 4})
         ids = [hit["id"] for hit in found.structured_content["hits"]]
         ranked = await client.call_tool(
@@ -168,7 +168,7 @@ async def test_rerank_returns_every_candidate_exactly_once(
 
 async def test_rerank_of_unknown_ids_is_an_error(connect, photos) -> None:
     async with connect() as client:
-        await client.call_tool("index_images", {"paths": [str(photos)]})
+        await index_until_done(client, {"paths": [str(photos)]})
         unknown = "0" * 64
         result = await client.call_tool("rerank", {"candidate_ids": [unknown], "text": "a cat"})
     assert result.is_error and f"unknown candidate ids: {unknown}" in result.content[0].text

@@ -43,7 +43,9 @@ def library(tmp_path: Path, photos: Path) -> RecordingSearch:
 
 @pytest.fixture
 def server(library: RecordingSearch):
-    return create_server(library.settings, search_factory=lambda settings: library)
+    server = create_server(library.settings, search_factory=lambda settings: library)
+    yield server
+    server.shared_search.close()
 
 
 def text_of(result) -> str:
@@ -65,6 +67,8 @@ async def test_tools_are_listed_with_schemas_and_annotations(server) -> None:
         "collection_stats",
         "remove_images",
         "watch_folders",
+        "index_status",
+        "cancel_index",
     }
     for tool in tools.values():
         assert tool.output_schema is not None and tool.description
@@ -126,7 +130,7 @@ async def test_index_sends_progress_notifications(server, photos, mode) -> None:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_client_cancellation_sets_the_library_cancel_event(
+async def test_cancelling_the_call_leaves_the_job_running_and_cancel_index_stops_it(
     server, library, photos, mode
 ) -> None:
     library.block_index_until_cancelled = True
@@ -139,7 +143,12 @@ async def test_client_cancellation_sets_the_library_cancel_event(
             await client.call_tool(
                 "index_images", {"paths": [str(photos)]}, progress_callback=cancel_on_first_progress
             )
-    assert await anyio.to_thread.run_sync(lambda: library.cancel_seen.wait(10))
+        listed = await client.call_tool("index_status", {})
+        [job] = listed.structured_content["jobs"]
+        assert job["state"] == "running" and not library.cancel_seen.is_set()
+        stopped = await client.call_tool("cancel_index", {"job_id": job["id"]})
+    assert stopped.structured_content["state"] == "cancelled", text_of(stopped)
+    assert library.cancel_seen.is_set()
 
 
 async def test_index_outside_the_roots_is_refused(server, library, tmp_path) -> None:

@@ -23,6 +23,8 @@ TOOLS = {
     "collection_stats",
     "remove_images",
     "watch_folders",
+    "index_status",
+    "cancel_index",
 }
 
 

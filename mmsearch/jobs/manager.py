@@ -32,6 +32,9 @@ PERSIST_EVERY_S = 1.0
 POLL_OTHER_PROCESS_S = 0.5
 
 
+ProgressListener = Callable[[IndexProgress], None]
+
+
 class Indexer(Protocol):
     """What a job needs of :class:`mmsearch.library.ImageSearch`."""
 
@@ -58,6 +61,7 @@ class _Job:
     roots: list[Path] | None
     cancel: threading.Event = field(default_factory=threading.Event)
     closing: bool = False
+    listeners: list[ProgressListener] = field(default_factory=list)
     rate_from: tuple[int, float] | None = None
     persisted_at: float = 0.0
 
@@ -114,6 +118,7 @@ class IndexJobs:
         prune: bool = False,
         captions: bool | None = None,
         roots: Sequence[Path] | None = None,
+        listener: ProgressListener | None = None,
     ) -> IndexJobStatus:
         """Start indexing ``paths`` in the background and return the job's snapshot.
 
@@ -123,6 +128,10 @@ class IndexJobs:
         manager with the same paths (made absolute, order ignored) and options is
         returned instead of a new one. Jobs of one collection run one at a time; the
         others wait as ``queued``. Bad arguments raise here, before anything is queued.
+
+        ``listener`` is called with each progress update of the job (new or joined) from
+        the job's thread, until the job ends or :meth:`unlisten` is called; it must be
+        quick and must not raise.
         """
         from mmsearch.filters import check_metadata
         from mmsearch.indexing import normalize_extensions
@@ -161,6 +170,8 @@ class IndexJobs:
                 raise MMSearchError("the index job manager has been closed")
             for job in self._jobs.values():
                 if job.key == key and job.status.active and not job.cancel.is_set():
+                    if listener is not None:
+                        job.listeners.append(listener)
                     return self._snapshot(job)
             status = IndexJobStatus(
                 id=uuid.uuid4().hex[:12],
@@ -176,6 +187,8 @@ class IndexJobs:
                 pid=os.getpid(),
             )
             job = _Job(status=status, key=key, roots=root_list)
+            if listener is not None:
+                job.listeners.append(listener)
             self._jobs[status.id] = job
             self._forget_ended(keep=self.records.keep)
             self.records.save(status)
@@ -184,6 +197,13 @@ class IndexJobs:
             snapshot = self._snapshot(job)
         self.records.forget_old()
         return snapshot
+
+    def unlisten(self, job_id: str, listener: ProgressListener) -> None:
+        """Stop calling ``listener`` for this job (no error if it is not registered)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None and listener in job.listeners:
+                job.listeners.remove(listener)
 
     def get(self, job_id: str) -> IndexJobStatus:
         """The job's current state; jobs of other processes come from the records."""
@@ -284,7 +304,7 @@ class IndexJobs:
             if self.records.cancel_requested(status.id):
                 job.cancel.set()
             report = self._open().index(
-                status.paths,
+                [Path(p) for p in status.paths],
                 recursive=status.recursive,
                 extensions=status.extensions,
                 metadata=status.metadata,
@@ -333,10 +353,16 @@ class IndexJobs:
                 per_file = (now - first_at) / (progress.done - first_done)
                 status.eta_s = per_file * (progress.total - progress.done)
             self._changed.notify_all()
+            listeners = list(job.listeners)
             due = now - job.persisted_at >= PERSIST_EVERY_S
             if due:
                 job.persisted_at = now
                 self.records.save(self._snapshot(job))
+        for listener in listeners:
+            try:
+                listener(progress)
+            except Exception:
+                log.debug("a progress listener failed", exc_info=True)
         if due and self.records.cancel_requested(status.id):
             job.cancel.set()
 
@@ -361,6 +387,7 @@ class IndexJobs:
             status.duplicates, status.failed = report.duplicates, len(report.failed)
             if state == "finished":
                 status.done = report.total
+        job.listeners.clear()
         self.records.save(status)
         self._changed.notify_all()
 
