@@ -99,9 +99,12 @@ def start_server_watching(
     server: MCPServer, settings: Settings, jobs: IndexJobs | None = None
 ) -> FolderWatcher:
     """Start keeping the watched folders in sync for a server run in-process; stop it
-    with ``.stop()`` when the server exits. The models load on the first sync (not here);
-    with ``jobs``, each sync is one of its index jobs."""
+    with ``.stop()`` when the server exits. The models load on the first sync (not here).
+    Each sync is one index job of ``jobs`` (default: the server's job manager), queued
+    behind the jobs of ``index_images``."""
     shared = server.shared_search  # type: ignore[attr-defined]
+    if jobs is None:
+        jobs = getattr(shared, "jobs", None)  # the server's own job manager, when it has one
     watcher = start_watching(shared.get, jobs, settings)
     server.folder_watcher = watcher  # type: ignore[attr-defined]
     return watcher
