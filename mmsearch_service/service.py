@@ -34,6 +34,7 @@ from mcp.shared._context_streams import create_context_streams
 from mcp.shared.message import SessionMessage
 
 from mcp_server.server import create_server, front_allowed_roots
+from mcp_server.watch_tools import start_server_watching
 from mmsearch.access import resolve_roots
 from mmsearch.config import Settings
 from mmsearch_service.client import identity
@@ -235,6 +236,37 @@ def _setup_logging(runtime: Runtime, detached: bool) -> None:
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 
+def _add_status_hooks(server: Any) -> None:
+    """What ``service status`` shows of the job and watch layers, and what holds off idle
+    exit: a job queued or running, or a watched folder (watching stops with the service)."""
+    shared = server.shared_search
+
+    def jobs_status() -> list[dict[str, Any]]:
+        return [
+            {k: job.get(k) for k in ("id", "state", "done", "total", "paths", "eta_s")}
+            for job in (j.model_dump(mode="json") for j in shared.jobs.recent(10))
+        ]
+
+    def watches_status() -> list[dict[str, Any]]:
+        watcher = getattr(server, "folder_watcher", None)
+        if watcher is None:
+            return []
+        return [
+            {"path": str(f.path), "source": f.source, "last_error": f.last_error}
+            for f in watcher.state()
+        ]
+
+    def service_busy() -> bool:
+        watcher = getattr(server, "folder_watcher", None)
+        if watcher is not None and watcher.folders:
+            return True
+        return any(job.active and job.pid == os.getpid() for job in shared.jobs.recent(20))
+
+    server.jobs_status = jobs_status
+    server.watches_status = watches_status
+    server.service_busy = service_busy
+
+
 def run(settings: Settings | None = None, *, detached: bool = False) -> int:
     """Run the service in this process until ``stop``, idle exit or SIGTERM. Returns 0,
     or 3 when another service already holds the data directory."""
@@ -248,10 +280,13 @@ def run(settings: Settings | None = None, *, detached: bool = False) -> int:
         # The service bounds each session by its front's roots (the hello); its own
         # environment's MMSEARCH_ALLOWED_ROOTS must not widen or narrow another front's.
         server = create_server(settings.model_copy(update={"allowed_roots": None}))
+        _add_status_hooks(server)
+        watcher = start_server_watching(server, settings)
         service = Service(settings, runtime, server)
         try:
             anyio.run(_serve, service)
         finally:
+            watcher.stop()
             server.shared_search.close()  # type: ignore[attr-defined]
             for path in (runtime.socket, runtime.pidfile):
                 with contextlib.suppress(FileNotFoundError):
