@@ -256,7 +256,14 @@ def _progress_bar(enabled: bool | None) -> _ProgressBar:
 @cli.command()
 @click.option("--text", help="Text query.")
 @click.option("--image", type=click.Path(dir_okay=False, path_type=str), help="Query image.")
+@click.option(
+    "--similar-to",
+    "similar_to",
+    metavar="ID|PATH",
+    help="Images like this indexed one (by id or indexed path), itself left out; --text steers it.",
+)
 @click.option("--top-k", "top_k", default=9, show_default=True, type=int)
+@click.option("--min-score", "min_score", type=float, help="Drop hits scoring below this.")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON on stdout.")
 @click.option("--filter-path-prefix", help="Only images inside this folder.")
 @click.option("--filter-path-glob", help="Only paths matching this glob (* is any run of text).")
@@ -271,7 +278,9 @@ def search(
     ctx: click.Context,
     text: str | None,
     image: str | None,
+    similar_to: str | None,
     top_k: int,
+    min_score: float | None,
     as_json: bool,
     filter_path_prefix: str | None,
     filter_path_glob: str | None,
@@ -282,7 +291,7 @@ def search(
     filter_size_min: int | None,
     filter_size_max: int | None,
 ) -> None:
-    """Find images by text, by an example image, or both."""
+    """Find images by text, by an example image, or both; or images like an indexed one."""
     raw: dict[str, Any] = {
         "path_prefix": os.path.abspath(filter_path_prefix) if filter_path_prefix else None,
         "path_glob": filter_path_glob,
@@ -295,7 +304,14 @@ def search(
     }
     flt: SearchFilter | None = parse_filter({k: v for k, v in raw.items() if v not in (None, {})})
     with _engine(ctx) as lib:
-        hits = lib.search(text=text, image=image, top_k=top_k, filter=flt)
+        hits = lib.search(
+            text=text,
+            image=image,
+            top_k=top_k,
+            filter=flt,
+            similar_to=similar_to,
+            min_score=min_score,
+        )
     if as_json:
         _emit_json([h.model_dump() for h in hits])
     else:
