@@ -51,9 +51,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 INSTRUCTIONS = """\
 Semantic image search over the user's local images. Index folders with index_images, then
 find images with multimodal_search by a text description, an example image (path or
-base64), or both (the image's content steered by the text). Set include_thumbnails to look
-at the hits. rerank re-orders a handful of hits with a vision-language model. Paths must lie
-inside the allowed roots."""
+base64), or both (the image's content steered by the text), or more like a hit (similar_to).
+Set include_thumbnails to look at the hits. rerank re-orders a handful of hits with a
+vision-language model. Paths must lie inside the allowed roots."""
 
 MAX_TOP_K = 100
 """The most hits one search returns to a client; the library also applies ``max_top_k``."""
@@ -336,12 +336,27 @@ def create_server(
         include_thumbnails: Annotated[
             bool, Field(description=f"Attach a {128}px JPEG of each hit.")
         ] = False,
+        similar_to: Annotated[
+            str | None,
+            Field(
+                pattern="^[0-9a-f]{64}$",
+                description=(
+                    "The id of an indexed image (from an earlier search): find images like "
+                    "it, itself left out; text, if given, steers it."
+                ),
+            ),
+        ] = None,
+        min_score: Annotated[
+            float | None,
+            Field(description="Drop hits whose score is below this (see score_kind)."),
+        ] = None,
     ) -> Annotated[CallToolResult, SearchResult]:
         """Find indexed images by text, by an example image, or both (the image steered by
-        the text). Returns hits with id, path, cosine score and metadata, best first."""
+        the text), or images like an indexed one (similar_to). Returns hits with id, path,
+        score and metadata, best first."""
         with _tool_errors("multimodal_search"):
-            if not (text and text.strip()) and not image:
-                raise InvalidQueryError("give text, image, or both")
+            if not (text and text.strip()) and not image and not similar_to:
+                raise InvalidQueryError("give text, image, or both, or similar_to")
             allowed = _allowed_roots(configured, roots)
             query_image = (
                 image_argument(image, allowed, max_bytes=settings.max_image_bytes)
@@ -356,6 +371,8 @@ def create_server(
                     top_k=top_k,
                     filter=filter,
                     collection=collection,
+                    similar_to=similar_to,
+                    min_score=min_score,
                 )
 
             hits = await _in_thread(work, settings.search_timeout_s)

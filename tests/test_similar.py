@@ -159,3 +159,45 @@ def test_cli_unknown_similar_to_is_one_clear_error(run, photo_dir: Path) -> None
     result = run("search", "--similar-to", str(photo_dir / "missing.png"))
     assert result.exit_code == 1
     assert "neither a stored image's id nor the path" in result.stderr
+
+
+# -- the MCP tool ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_mcp_similar_to_and_min_score(
+    settings, embedder, photo_dir: Path, anyio_backend: str
+) -> None:
+    from mcp import Client
+
+    from mcp_server import create_server
+
+    settings = settings.model_copy(update={"allowed_roots": [photo_dir]})
+    server = create_server(
+        settings, search_factory=lambda s: ImageSearch(s, embedder_factory=lambda _: embedder)
+    )
+    cat = photo_dir / "chelsea.png"
+    try:
+        async with Client(server) as client:
+            await client.call_tool("index_images", {"paths": [str(photo_dir)]})
+            calls = embedder.encode_calls
+            similar = await client.call_tool(
+                "multimodal_search",
+                {"similar_to": _id(cat), "top_k": 9, "filter": {"path_glob": "*.png"}},
+            )
+            assert embedder.encode_calls == calls
+            hits = similar.structured_content["hits"]
+            assert {Path(h["path"]).name for h in hits} == {"astronaut.png", "camera.png"}
+            cutoff = (hits[0]["score"] + hits[1]["score"]) / 2
+            cut = await client.call_tool(
+                "multimodal_search",
+                {"similar_to": _id(cat), "filter": {"path_glob": "*.png"}, "min_score": cutoff},
+            )
+            unknown = await client.call_tool("multimodal_search", {"similar_to": "0" * 64})
+            not_an_id = await client.call_tool("multimodal_search", {"similar_to": str(cat)})
+    finally:
+        server.shared_search.close()
+    assert [h["id"] for h in cut.structured_content["hits"]] == [hits[0]["id"]]
+    assert unknown.is_error and "no image with id 0000" in unknown.content[0].text
+    assert not_an_id.is_error
