@@ -15,12 +15,20 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ContentBlock, ListRootsResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from mcp_server.arguments import file_uri_to_path, image_argument
+from mcp_server.gallery import (
+    GALLERY_META,
+    THUMBNAIL_DEFAULT_SIZE,
+    THUMBNAIL_TEMPLATE,
+    gallery_extension,
+    parse_thumbnail_size,
+    read_thumbnail,
+)
 from mcp_server.results import (
     THUMBNAIL_SIZE,
     RankedImage,
@@ -227,7 +235,12 @@ def _load_reranker() -> Callable[..., Any]:
 
 
 def _tool(
-    server: MCPServer, title: str, *, read_only: bool, destructive: bool = False
+    server: MCPServer,
+    title: str,
+    *,
+    read_only: bool,
+    destructive: bool = False,
+    meta: dict[str, Any] | None = None,
 ) -> Callable[[F], F]:
     """Register a tool; its docstring, on one line, is the description clients show."""
 
@@ -243,6 +256,7 @@ def _tool(
                 idempotent_hint=True,
                 open_world_hint=False,
             ),
+            meta=meta,
         )
         return fn
 
@@ -264,6 +278,7 @@ def create_server(
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level="WARNING",
+        extensions=[gallery_extension()],
     )
     server.shared_search = shared  # type: ignore[attr-defined]
 
@@ -319,7 +334,7 @@ def create_server(
             report = await _index_with_progress(ctx, work)
             return _result(index_summary(report), report)
 
-    @_tool(server, "Search images", read_only=True)
+    @_tool(server, "Search images", read_only=True, meta=GALLERY_META)
     async def multimodal_search(
         roots: ClientRoots = None,
         text: Annotated[str | None, Field(description="What to look for, in words.")] = None,
@@ -385,7 +400,7 @@ def create_server(
             )
             return _result(search_summary(hits), SearchResult(hits=hits), extra)
 
-    @_tool(server, "Rerank images", read_only=True)
+    @_tool(server, "Rerank images", read_only=True, meta=GALLERY_META)
     async def rerank(
         candidate_ids: Annotated[
             list[str],
@@ -488,5 +503,40 @@ def create_server(
             return _result(
                 f"{removed} images removed from the index", RemoveResult(removed=removed)
             )
+
+    @server.resource(
+        THUMBNAIL_TEMPLATE,
+        name="thumbnail",
+        title="Thumbnail of an indexed image",
+        description=(
+            "A JPEG of an indexed image scaled to fit size x size pixels "
+            f"(default {THUMBNAIL_DEFAULT_SIZE}); the gallery reads these."
+        ),
+        mime_type="image/jpeg",
+    )
+    async def thumbnail_resource(
+        image_id: str, ctx: Context, size: str = str(THUMBNAIL_DEFAULT_SIZE)
+    ) -> bytes:
+        try:
+            pixels = parse_thumbnail_size(size)
+            caps = ctx.client_capabilities
+            client = (
+                await ctx.session.list_roots()
+                if caps is not None and caps.roots is not None
+                else None
+            )
+            allowed = _allowed_roots(configured, client)
+
+            def work() -> bytes:
+                records = shared.get().get([image_id])
+                if not records:
+                    raise InvalidQueryError(f"no indexed image with id {image_id}")
+                return read_thumbnail(records[0].path, pixels, allowed, settings)
+
+            return await _in_thread(work, settings.search_timeout_s)
+        except MMSearchError as exc:
+            raise ResourceError(f"thumbnail {image_id}: {exc}") from exc
+        except OSError as exc:
+            raise ResourceError(f"thumbnail {image_id}: cannot read the file ({exc})") from exc
 
     return server
