@@ -91,7 +91,18 @@ def rerank_summary(result: RerankResult) -> str:
 
 
 def thumbnail(path: Path, size: int, *, max_bytes: int, max_pixels: int) -> ImageContent:
-    """A small JPEG of ``path`` so an assistant can look at a hit without reading the file.
+    """A small JPEG of ``path`` so an assistant can look at a hit without reading the file."""
+    return ImageContent(
+        type="image",
+        data=base64.b64encode(
+            thumbnail_jpeg(path, size, max_bytes=max_bytes, max_pixels=max_pixels)
+        ).decode("ascii"),
+        mime_type="image/jpeg",
+    )
+
+
+def thumbnail_jpeg(path: Path, size: int, *, max_bytes: int, max_pixels: int) -> bytes:
+    """The JPEG bytes of ``path`` scaled to fit ``size`` x ``size``.
 
     The file is read with the library's limits (a regular file, at most ``max_bytes``,
     at most ``max_pixels`` declared pixels, checked before decoding): the file behind a
@@ -104,11 +115,7 @@ def thumbnail(path: Path, size: int, *, max_bytes: int, max_pixels: int) -> Imag
     image.thumbnail((size, size))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=80)
-    return ImageContent(
-        type="image",
-        data=base64.b64encode(buffer.getvalue()).decode("ascii"),
-        mime_type="image/jpeg",
-    )
+    return buffer.getvalue()
 
 
 def caption(hit: SearchHit, rank: int) -> TextContent:

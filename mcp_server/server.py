@@ -14,12 +14,20 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
-from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ContentBlock, ListRootsResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 
 from mcp_server.arguments import file_uri_to_path, image_argument, invalid_arguments_message
+from mcp_server.gallery import (
+    GALLERY_META,
+    THUMBNAIL_DEFAULT_SIZE,
+    THUMBNAIL_TEMPLATE,
+    gallery_extension,
+    parse_thumbnail_size,
+    read_thumbnail,
+)
 from mcp_server.jobs import (
     DEFAULT_WAIT_S,
     MAX_WAIT_S,
@@ -63,9 +71,9 @@ INSTRUCTIONS = " ".join(
     Semantic image search over the user's local images. Index folders with index_images
     (a background job: when it answers with a running job, follow it with index_status),
     then find images with multimodal_search by a text description, an example image (path
-    or base64), or both (the image's content steered by the text). Set include_thumbnails
-    to look at the hits. rerank re-orders a handful of hits (by their ids) with a
-    vision-language model. Paths must lie inside the allowed roots.
+    or base64), or both (the image's content steered by the text), or more like a hit
+    (similar_to). Set include_thumbnails to look at the hits. rerank re-orders a handful
+    of hits (by their ids) with a vision-language model. Paths must lie inside the allowed roots.
     """.split()
 )
 
@@ -251,7 +259,12 @@ class _Server(MCPServer):
 
 
 def _tool(
-    server: MCPServer, title: str, *, read_only: bool, destructive: bool = False
+    server: MCPServer,
+    title: str,
+    *,
+    read_only: bool,
+    destructive: bool = False,
+    meta: dict[str, Any] | None = None,
 ) -> Callable[[F], F]:
     """Register a tool; its docstring, on one line, is the description clients show."""
 
@@ -267,6 +280,7 @@ def _tool(
                 idempotent_hint=True,
                 open_world_hint=False,
             ),
+            meta=meta,
         )
         return fn
 
@@ -288,6 +302,7 @@ def create_server(
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level="WARNING",
+        extensions=[gallery_extension()],
     )
     server.shared_search = shared  # type: ignore[attr-defined]
 
@@ -399,7 +414,7 @@ def create_server(
             status = await _in_thread(cancel)
             return _result(job_summary(status), status)
 
-    @_tool(server, "Search images", read_only=True)
+    @_tool(server, "Search images", read_only=True, meta=GALLERY_META)
     async def multimodal_search(
         roots: ClientRoots = None,
         text: Annotated[str | None, Field(description="What to look for, in words.")] = None,
@@ -416,12 +431,27 @@ def create_server(
         include_thumbnails: Annotated[
             bool, Field(description=f"Attach a {128}px JPEG of each hit.")
         ] = False,
+        similar_to: Annotated[
+            str | None,
+            Field(
+                pattern="^[0-9a-f]{64}$",
+                description=(
+                    "The id of an indexed image (from an earlier search): find images like "
+                    "it, itself left out; text, if given, steers it."
+                ),
+            ),
+        ] = None,
+        min_score: Annotated[
+            float | None,
+            Field(description="Drop hits whose score is below this (see score_kind)."),
+        ] = None,
     ) -> Annotated[CallToolResult, SearchResult]:
         """Find indexed images by text, by an example image, or both (the image steered by
-        the text). Returns hits with id, path, cosine score and metadata, best first."""
+        the text), or images like an indexed one (similar_to). Returns hits with id, path,
+        score and metadata, best first."""
         with _tool_errors("multimodal_search"):
-            if not (text and text.strip()) and not image:
-                raise InvalidQueryError("give text, image, or both")
+            if not (text and text.strip()) and not image and not similar_to:
+                raise InvalidQueryError("give text, image, or both, or similar_to")
             allowed = _allowed_roots(configured, roots)
             query_image = (
                 image_argument(image, allowed, max_bytes=settings.max_image_bytes)
@@ -436,6 +466,8 @@ def create_server(
                     top_k=top_k,
                     filter=filter,
                     collection=collection,
+                    similar_to=similar_to,
+                    min_score=min_score,
                 )
 
             hits = await _in_thread(work, settings.search_timeout_s)
@@ -448,7 +480,7 @@ def create_server(
             )
             return _result(search_summary(hits), SearchResult(hits=hits), extra)
 
-    @_tool(server, "Rerank images", read_only=True)
+    @_tool(server, "Rerank images", read_only=True, meta=GALLERY_META)
     async def rerank(
         candidate_ids: Annotated[
             list[str],
@@ -582,6 +614,41 @@ def create_server(
             return _result(
                 f"{plural(removed, 'image')} removed from the index", RemoveResult(removed=removed)
             )
+
+    @server.resource(
+        THUMBNAIL_TEMPLATE,
+        name="thumbnail",
+        title="Thumbnail of an indexed image",
+        description=(
+            "A JPEG of an indexed image scaled to fit size x size pixels "
+            f"(default {THUMBNAIL_DEFAULT_SIZE}); the gallery reads these."
+        ),
+        mime_type="image/jpeg",
+    )
+    async def thumbnail_resource(
+        image_id: str, ctx: Context, size: str = str(THUMBNAIL_DEFAULT_SIZE)
+    ) -> bytes:
+        try:
+            pixels = parse_thumbnail_size(size)
+            caps = ctx.client_capabilities
+            client = (
+                await ctx.session.list_roots()
+                if caps is not None and caps.roots is not None
+                else None
+            )
+            allowed = _allowed_roots(configured, client)
+
+            def work() -> bytes:
+                records = shared.get().get([image_id])
+                if not records:
+                    raise InvalidQueryError(f"no indexed image with id {image_id}")
+                return read_thumbnail(records[0].path, pixels, allowed, settings)
+
+            return await _in_thread(work, settings.search_timeout_s)
+        except MMSearchError as exc:
+            raise ResourceError(f"thumbnail {image_id}: {exc}") from exc
+        except OSError as exc:
+            raise ResourceError(f"thumbnail {image_id}: cannot read the file ({exc})") from exc
 
     from mcp_server.watch_tools import register_watch_tools
 

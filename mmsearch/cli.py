@@ -112,6 +112,17 @@ def _collection_argument(ctx: click.Context) -> dict[str, Any]:
     return {"collection": collection} if collection else {}
 
 
+def _image_id(id_or_path: str, ctx: click.Context) -> str:
+    """A stored image's id for ``--similar-to``: the value itself when it is an id, else
+    the id of the file's content (ids are content hashes), read with the size limit."""
+    if len(id_or_path) == 64 and all(c in "0123456789abcdef" for c in id_or_path):
+        return id_or_path
+    from mmsearch.images import content_hash, read_image_bytes
+
+    data = read_image_bytes(id_or_path, max_bytes=_settings(ctx).max_image_bytes)
+    return content_hash(data)
+
+
 def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
@@ -415,7 +426,14 @@ def _progress_bar(enabled: bool | None) -> _ProgressBar:
 @cli.command()
 @click.option("--text", help="Text query.")
 @click.option("--image", type=click.Path(dir_okay=False, path_type=str), help="Query image.")
+@click.option(
+    "--similar-to",
+    "similar_to",
+    metavar="ID|PATH",
+    help="Images like this indexed one (by id or indexed path), itself left out; --text steers it.",
+)
 @click.option("--top-k", "top_k", default=9, show_default=True, type=int)
+@click.option("--min-score", "min_score", type=float, help="Drop hits scoring below this.")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON on stdout.")
 @click.option("--filter-path-prefix", help="Only images inside this folder.")
 @click.option("--filter-path-glob", help="Only paths matching this glob (* is any run of text).")
@@ -430,7 +448,9 @@ def search(
     ctx: click.Context,
     text: str | None,
     image: str | None,
+    similar_to: str | None,
     top_k: int,
+    min_score: float | None,
     as_json: bool,
     filter_path_prefix: str | None,
     filter_path_glob: str | None,
@@ -441,7 +461,7 @@ def search(
     filter_size_min: int | None,
     filter_size_max: int | None,
 ) -> None:
-    """Find images by text, by an example image, or both."""
+    """Find images by text, by an example image, or both; or images like an indexed one."""
     raw: dict[str, Any] = {
         "path_prefix": os.path.abspath(filter_path_prefix) if filter_path_prefix else None,
         "path_glob": filter_path_glob,
@@ -462,13 +482,24 @@ def search(
                 arguments["text"] = text
             if image is not None:
                 arguments["image"] = os.path.abspath(image)
+            if similar_to is not None:
+                arguments["similar_to"] = _image_id(similar_to, ctx)
+            if min_score is not None:
+                arguments["min_score"] = min_score
             if flt is not None:
                 arguments["filter"] = flt.model_dump(mode="json", exclude_none=True)
             found = client.call_tool("multimodal_search", arguments)
         hits = [SearchHit.model_validate(hit) for hit in found.get("hits", [])]
     else:
         with _engine(ctx) as lib:
-            hits = lib.search(text=text, image=image, top_k=top_k, filter=flt)
+            hits = lib.search(
+                text=text,
+                image=image,
+                top_k=top_k,
+                filter=flt,
+                similar_to=similar_to,
+                min_score=min_score,
+            )
     if as_json:
         _emit_json([h.model_dump() for h in hits])
     else:

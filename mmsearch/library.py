@@ -171,14 +171,29 @@ class ImageSearch:
         top_k: int = 9,
         filter: SearchFilter | Mapping[str, Any] | None = None,
         collection: str | None = None,
+        similar_to: str | os.PathLike[str] | None = None,
+        min_score: float | None = None,
     ) -> list[SearchHit]:
         """The ``top_k`` stored images closest to the text, the image, or both fused;
         best first. Scores are cosine similarities, except for text queries over captioned
         images, whose hits are ranked by reciprocal rank fusion of the image and caption
-        rankings (``score_kind="rrf"``; the cosine stays in ``cosine``)."""
+        rankings (``score_kind="rrf"``; the cosine stays in ``cosine``).
+
+        ``similar_to`` (a stored image's id, or the path it was indexed under): images
+        like that one, found with its stored vector (steered by ``text`` if given), the
+        image itself left out. ``min_score``: drop hits whose ``score`` is below it."""
         name = self._collection(collection)
+        if similar_to is not None:
+            self.store.collection_info(name)
+            similar_to = self.resolve_image(similar_to, collection=name)
         query = build_query(
-            text=text, image=image, top_k=top_k, filter=filter, settings=self.settings
+            text=text,
+            image=image,
+            top_k=top_k,
+            filter=filter,
+            settings=self.settings,
+            similar_to=similar_to,
+            min_score=min_score,
         )
         self.store.collection_info(name)  # unknown collection: fail before loading a model
         return run_search(
@@ -189,6 +204,29 @@ class ImageSearch:
             rrf_k=self.settings.rrf_k,
             rrf_depth=self.settings.rrf_depth,
         )
+
+    def resolve_image(
+        self, id_or_path: str | os.PathLike[str], collection: str | None = None
+    ) -> str:
+        """The id of a stored image given by id or by the path it was indexed under;
+        :class:`InvalidQueryError` naming the value when no such image is stored."""
+        name = self._collection(collection)
+        value = os.fspath(id_or_path)
+        if not isinstance(value, str) or not value:
+            raise InvalidQueryError("similar_to is empty")
+        if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+            if not self.store.get(name, [value]):
+                raise InvalidQueryError(f"no image with id {value} in collection {name!r}")
+            return value
+        path = os.path.abspath(os.path.expanduser(value))
+        quote_string(path)
+        records = self.store.find_by_paths(name, [path]).get(path)
+        if not records:
+            raise InvalidQueryError(
+                f"{value!r} is neither a stored image's id nor the path of an image "
+                f"indexed in collection {name!r}"
+            )
+        return records[0].id
 
     def get(self, ids: Sequence[str], collection: str | None = None) -> list[ImageRecord]:
         """Stored records for these ids (unknown ids are left out), in the order given."""

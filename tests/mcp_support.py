@@ -102,7 +102,17 @@ class RecordingSearch:
                 progress(IndexProgress(done=done, total=len(files), path=str(file)))
         return report
 
-    def search(self, *, text=None, image=None, top_k=9, filter=None, collection=None):
+    def search(
+        self,
+        *,
+        text=None,
+        image=None,
+        top_k=9,
+        filter=None,
+        collection=None,
+        similar_to=None,
+        min_score=None,
+    ):
         self.calls.append(("search", {"text": text, "image": image, "top_k": top_k}))
         hits = [
             SearchHit(id=r.id, path=r.path, score=1.0 - i / 10, metadata=r.metadata)
