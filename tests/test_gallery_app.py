@@ -12,7 +12,7 @@ import pytest
 from mcp import Client
 from mcp.client.extension import advertise
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
-from mcp_support import RecordingSearch, write_photos
+from mcp_support import RecordingSearch, index_until_done, write_photos
 from PIL import Image
 
 from mcp_server import create_server
@@ -63,7 +63,7 @@ async def test_search_and_rerank_are_bound_to_the_gallery(server) -> None:
 async def test_clients_without_apps_get_the_same_blocks(server, photos) -> None:
     args = {"text": "a cat", "top_k": 3, "include_thumbnails": True}
     async with Client(server) as plain:
-        await plain.call_tool("index_images", {"paths": [str(photos)]})
+        await index_until_done(plain, {"paths": [str(photos)]})
         without = await plain.call_tool("multimodal_search", args)
     async with Client(server, extensions=APPS) as apps:
         with_apps = await apps.call_tool("multimodal_search", args)
@@ -74,7 +74,7 @@ async def test_clients_without_apps_get_the_same_blocks(server, photos) -> None:
 
 async def test_thumbnail_resource_is_a_bounded_jpeg(server, library, photos) -> None:
     async with Client(server, extensions=APPS) as client:
-        await client.call_tool("index_images", {"paths": [str(photos)]})
+        await index_until_done(client, {"paths": [str(photos)]})
         image_id = next(iter(library.records))
         small = await client.read_resource(f"mmsearch://thumbnail/{image_id}?size=64")
         default = await client.read_resource(f"mmsearch://thumbnail/{image_id}")
@@ -97,7 +97,7 @@ async def test_bad_thumbnail_reads_are_clear_errors(server, library, photos, uri
     from mcp.shared.exceptions import MCPError
 
     async with Client(server) as client:
-        await client.call_tool("index_images", {"paths": [str(photos)]})
+        await index_until_done(client, {"paths": [str(photos)]})
         image_id = next(iter(library.records))
         with pytest.raises(MCPError, match=message):
             await client.read_resource(uri.replace("{id}", image_id))
@@ -107,7 +107,7 @@ async def test_thumbnail_outside_the_roots_is_refused(server, library, photos, t
     from mcp.shared.exceptions import MCPError
 
     async with Client(server) as client:
-        await client.call_tool("index_images", {"paths": [str(photos)]})
+        await index_until_done(client, {"paths": [str(photos)]})
     # A record whose file lies outside the allowed roots (e.g. indexed before the roots
     # were narrowed) must not be readable through the thumbnail resource.
     outside = write_photos(tmp_path / "elsewhere", ("camera",))[0]

@@ -24,6 +24,7 @@ from gallery_host import (
 from mcp import Client
 from mcp.client.extension import advertise
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
+from mcp_support import index_until_done
 from PIL import Image
 
 from mcp_server import create_server
@@ -68,7 +69,7 @@ async def test_gallery_renders_hits_opens_an_image_and_asks_for_more_like_it(
     arguments = {"text": "a cat on a sofa", "top_k": TOP_K}
     try:
         async with Client(server, extensions=apps) as client:
-            report = await client.call_tool("index_images", {"paths": [str(gallery_photos)]})
+            report = await index_until_done(client, {"paths": [str(gallery_photos)]})
             assert report.structured_content["indexed"] == 8
             html = (await client.read_resource(GALLERY_URI)).contents[0].text
             result = await client.call_tool("multimodal_search", arguments)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp_support import RecordingSearch, write_photos
+from mcp_support import RecordingSearch, index_until_done, write_photos
 from mcp_types import TextContent
 
 from mcp_server import create_server
@@ -43,7 +43,7 @@ def text_of(result: Any) -> str:
 
 async def test_search_text_shows_the_ids_rerank_takes(server, library, tmp_path) -> None:
     async with Client(server) as client:
-        await client.call_tool("index_images", {"paths": [str(tmp_path / "photos")]})
+        await index_until_done(client, {"paths": [str(tmp_path / "photos")]})
         result = await client.call_tool("multimodal_search", {"text": "a cat", "top_k": 2})
     shown = re.findall(r"id ([0-9a-f]+)", text_of(result))
     assert shown == [hit["id"] for hit in result.structured_content["hits"]]
@@ -69,7 +69,7 @@ def test_one_of_a_kind_is_singular() -> None:
 async def test_collection_stats_of_one_image_is_singular(server, tmp_path) -> None:
     photo = next((tmp_path / "photos").glob("*.jpg"))
     async with Client(server) as client:
-        await client.call_tool("index_images", {"paths": [str(photo)]})
+        await index_until_done(client, {"paths": [str(photo)]})
         stats = await client.call_tool("collection_stats", {})
         removed = await client.call_tool("remove_images", {"paths": [str(photo)]})
     assert "1 image," in text_of(stats)

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp_support import index_until_done
 from mcp_transports import server_env, stdio_client
 
 from mmsearch.errors import MMSearchError
@@ -97,10 +98,10 @@ async def test_the_stdio_server_reports_a_bad_file_name_and_keeps_serving(
     )
     with anyio.fail_after(240):
         async with stdio_client(env, tmp_path) as client:
-            result = await client.call_tool("index_images", {"paths": [str(root)]})
+            result = await index_until_done(client, {"paths": [str(root)]})
             stats = await client.call_tool("collection_stats", {})
     assert not result.is_error, result.content[0].text
-    [failed] = result.structured_content["failed"]
+    [failed] = result.structured_content["report"]["failed"]
     assert "not valid UTF-8" in failed["reason"]
     assert failed["path"].endswith("\\xff\\xfe-photo.jpg")
     assert not stats.is_error and stats.structured_content["count"] == 5

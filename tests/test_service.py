@@ -333,3 +333,44 @@ def test_a_front_with_other_store_settings_is_refused(data_dir, tiny_model, tmp_
     assert "refused the connection" in done.stderr and "another-model" in done.stderr
     status = _status(data_dir)
     assert status is not None and not status["models_loaded"]["embedder"]
+
+
+def test_cli_index_follows_its_job_on_the_service_then_searches_more_like_it(
+    data_dir, folders, tiny_model
+) -> None:
+    desktop, _ = folders
+    env = server_env(**_variables(data_dir, tiny_model))
+    done = _cli(env, "index", str(desktop), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["indexed"] == 2
+
+    status = _status(data_dir)
+    assert status is not None
+    assert [job["state"] for job in status["jobs"]] == ["finished"]
+
+    # --similar-to PATH names the stored image by its content; the image leaves its hits
+    photo = desktop / "astronaut.jpg"
+    done = _cli(env, "search", "--similar-to", str(photo), "--json")
+    assert done.returncode == 0, done.stderr
+    hits = json.loads(done.stdout)
+    assert [Path(h["path"]).name for h in hits] == ["chelsea.jpg"]
+
+
+def test_cli_index_detach_leaves_the_job_to_the_service(data_dir, folders, tiny_model) -> None:
+    _, vscode = folders
+    env = server_env(**_variables(data_dir, tiny_model))
+    done = _cli(env, "index", str(vscode), "--detach")
+    assert done.returncode == 0, done.stderr
+    assert "index job" in done.stdout
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = _status(data_dir)
+        assert status is not None
+        if status["jobs"] and status["jobs"][0]["state"] == "finished":
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the detached job did not finish: {status}")
+    done = _cli(env, "stats", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["count"] == 2
