@@ -13,7 +13,16 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp_transports import REPO_ROOT, server_env
 
-TOOLS = {"index_images", "multimodal_search", "rerank", "collection_stats", "remove_images"}
+TOOLS = {
+    "index_images",
+    "index_status",
+    "cancel_index",
+    "multimodal_search",
+    "rerank",
+    "collection_stats",
+    "remove_images",
+    "watch_folders",
+}
 
 
 @pytest.fixture
