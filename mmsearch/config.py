@@ -199,8 +199,8 @@ class Settings(BaseSettings):
     service on Linux and macOS, in-process on Windows. ``off``: in-process everywhere."""
 
     service_idle_s: float = Field(default=600.0, gt=0)
-    """The service exits after this many seconds with no client connected and no job
-    running."""
+    """The service exits after this many seconds with no client connected, no job running
+    and no folder watched (watching stops with the service)."""
 
     service_start_timeout_s: float = Field(default=60.0, gt=0)
     """How long a front waits for a service it started to answer."""
