@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from mmsearch.config import Settings
-from mmsearch.errors import ImageDecodeError, InvalidQueryError, ModelLoadError
+from mmsearch.errors import ImageDecodeError, InvalidQueryError, ModelLoadError, RerankError
 from mmsearch.rerank import RerankCandidate, Reranker, detect_backend, load_vlm, rerank
 from mmsearch.rerank.backends import Generation, Phi3VisionVLM, TransformersVLM
 from mmsearch.rerank.constrained import parse_answer
@@ -28,11 +28,13 @@ class Recording:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.generations: list[tuple[dict[str, Any], Generation]] = []
+        self.prompts: list[Any] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     def build_inputs(self, messages: Any) -> Any:
+        self.prompts.append(messages)
         return self.inner.build_inputs(messages)
 
     def generate(self, inputs: Any, **kwargs: Any) -> Generation:
@@ -131,6 +133,53 @@ def test_query_image_is_captioned_before_ranking(tiny_vlm, candidate_images) -> 
     assert caption_kwargs["max_new_tokens"] == 6 and len(caption.token_ids) <= 6
     assert caption_kwargs.get("logits_processor") is None
     assert rank_kwargs["logits_processor"] is not None
+
+
+def _images_in(messages: Any) -> list[Image.Image]:
+    return [part["image"] for m in messages for part in m["content"] if part["type"] == "image"]
+
+
+@pytest.mark.parametrize("input_mode", ["sheet", "images"])
+def test_an_inline_query_image_goes_into_the_ranking_prompt_without_a_caption(
+    tiny_vlm, candidate_images, input_mode
+) -> None:  # noqa: ANN001
+    model = Recording(tiny_vlm)
+    reranker = _reranker(model, query_image="inline", input_mode=input_mode)
+    query = candidate_images[5]
+    result = reranker.rerank(_candidates(["a", "b", "c"], candidate_images), image=query)
+    assert result.reranked, result.note
+    [(kwargs, _)] = model.generations  # one generation: the ranking
+    assert kwargs["logits_processor"] is not None
+    images = _images_in(model.prompts[-1])
+    assert len(images) == (2 if input_mode == "sheet" else 4)
+    with Image.open(query) as original:
+        assert images[0].getpixel((0, 0)) == original.convert("RGB").getpixel((0, 0))
+    text = " ".join(
+        part["text"] for m in model.prompts[-1] for part in m["content"] if part["type"] == "text"
+    )
+    assert "example image" in text and "described as" not in text
+
+
+def test_the_query_image_is_inline_on_a_cpu_and_captioned_elsewhere(tiny_vlm) -> None:  # noqa: ANN001
+    from types import SimpleNamespace
+
+    from mmsearch.rerank.pipeline import default_query_image_mode
+
+    assert _reranker(tiny_vlm, query_image="auto").query_image == "inline"
+    on_gpu = SimpleNamespace(
+        model=SimpleNamespace(device=torch.device("cuda", 0)), supports_multiple_images=True
+    )
+    assert default_query_image_mode(on_gpu) == "caption"  # type: ignore[arg-type]
+    single = SimpleNamespace(model=tiny_vlm.model, supports_multiple_images=False)
+    assert default_query_image_mode(single) == "caption"  # type: ignore[arg-type]
+
+
+def test_inline_needs_a_model_that_takes_several_images(tiny_vlm) -> None:  # noqa: ANN001
+    class OneImage(Recording):
+        supports_multiple_images = False
+
+    with pytest.raises(RerankError, match="MMSEARCH_RERANK_QUERY_IMAGE=caption"):
+        _reranker(OneImage(tiny_vlm), query_image="inline")
 
 
 def test_separate_images_input_also_yields_a_permutation(tiny_vlm, candidate_images) -> None:  # noqa: ANN001

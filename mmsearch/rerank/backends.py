@@ -424,26 +424,37 @@ def load_vlm(settings: Settings) -> VisionLanguageModel:
     if backend == "auto":
         backend = detect_backend(settings.rerank_model)
     num_crops = settings.rerank_num_crops or default_num_crops(device)
-    key = (settings.rerank_model, backend, device, settings.dtype, num_crops)
+    quantize = settings.rerank_quantize
+    key = (settings.rerank_model, backend, device, settings.dtype, num_crops, quantize)
     with _LOAD_LOCK:
         if key not in _LOADED:
             dtype = resolve_dtype(settings.dtype, device, accelerator=_half_precision(device))
+            if quantize != "none":
+                from mmsearch.rerank.quantize import check_target
+
+                check_target(quantize, device, dtype)
             loader = {"phi3v": Phi3VisionVLM, "transformers": TransformersVLM}.get(backend)
             if loader is None:
                 raise ConfigurationError(f"unknown rerank backend {backend!r}")
             started = time.monotonic()
-            _LOADED[key] = loader.load(
+            vlm = loader.load(
                 settings.rerank_model,
                 device,
                 dtype,
                 num_crops=num_crops,
                 memory_check=settings.rerank_memory_check,
             )
+            if quantize != "none":
+                from mmsearch.rerank.quantize import quantize_language_model
+
+                quantize_language_model(vlm.model, quantize)
+            _LOADED[key] = vlm
             logger.info(
-                "loaded reranker %s (%s) on %s in %.1fs",
+                "loaded reranker %s (%s) on %s in %.1fs%s",
                 settings.rerank_model,
                 backend,
                 device,
                 time.monotonic() - started,
+                "" if quantize == "none" else f", language model packed in {quantize}",
             )
         return _LOADED[key]

@@ -1,8 +1,9 @@
 """Rerank search hits with a vision-language model.
 
-Steps: caption the query image (if any), lay the candidates out as a numbered contact
-sheet (or pass them as separate images), ask the model for a ranking under the
-permutation constraint, map the numbers back to IDs. A model that fails or runs past
+Steps: caption the query image (if any; on a CPU it goes into the ranking prompt
+itself instead), lay the candidates out as a numbered contact sheet (or pass them as
+separate images), ask the model for a ranking under the permutation constraint, map the
+numbers back to IDs. A model that fails or runs past
 the deadline costs the caller nothing but time: the retrieval order comes back,
 marked ``reranked=False`` with the reason.
 
@@ -21,6 +22,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from PIL import Image
 
 from mmsearch.config import Settings
@@ -177,9 +179,19 @@ class Reranker:
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         with_reason: bool = True,
+        query_image: str = "caption",
     ) -> None:
         if input_mode == "images" and not model.supports_multiple_images:
             raise RerankError(f"{model.model_id} takes one image per prompt; use the sheet")
+        if query_image == "auto":
+            query_image = default_query_image_mode(model)
+        if query_image not in ("caption", "inline"):
+            raise RerankError(f"unknown query image mode {query_image!r} (caption or inline)")
+        if query_image == "inline" and not model.supports_multiple_images:
+            raise RerankError(
+                f"{model.model_id} takes one image per prompt: the query image can only be "
+                "captioned (MMSEARCH_RERANK_QUERY_IMAGE=caption)"
+            )
         self.model = model
         self.timeout_s = timeout_s
         self.max_candidates = max_candidates
@@ -190,6 +202,9 @@ class Reranker:
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
         self.with_reason = with_reason
+        self.query_image = query_image
+        """``caption``: describe the query image first; ``inline``: show it in the
+        ranking prompt (one generation instead of two)."""
         self._vocab: TokenVocabulary | None = None
         self._model_lock = model_lock(model)
         self.cost = CostModel(getattr(model, "model", None))
@@ -206,6 +221,7 @@ class Reranker:
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,
             with_reason=settings.rerank_with_reason,
+            query_image=settings.rerank_query_image,
         )
 
     @property
@@ -272,13 +288,15 @@ class Reranker:
         try:
             with self._model_lock:  # one request at a time on the model; waiting counts
                 sheet_image = sheet.image if sheet else None
-                placeholder = "" if query_image is not None else None
+                inline = query_image is not None and self.query_image == "inline"
+                example = thumbnail(query_image, self.cell_size * 2) if inline else None
+                placeholder = "" if query_image is not None and not inline else None
                 ranking_inputs = self.model.build_inputs(
-                    self._messages(thumbs, sheet_image, text, placeholder)
+                    self._messages(thumbs, sheet_image, text, placeholder, example)
                 )
                 caption_inputs = (
                     self.model.build_inputs(self._caption_messages(query_image))
-                    if query_image is not None
+                    if query_image is not None and not inline
                     else None
                 )
                 self._check_estimate(
@@ -381,7 +399,10 @@ class Reranker:
         sheet: Image.Image | None,
         text: str | None,
         caption: str | None,
+        example: Image.Image | None = None,
     ) -> list[ChatMessage]:
+        """The ranking prompt. ``caption``: the query image's description; ``example``:
+        the query image itself, shown before the candidates."""
         n = len(thumbs)
         request = ["You rank images for a search."]
         if text:
@@ -389,10 +410,14 @@ class Reranker:
         if caption is not None:
             request.append(f'The user gave an example image, described as: "{caption}".')
         content: list[ContentPart] = []
+        if example is not None:
+            content.append({"type": "image", "image": example})
+            request.append("The first picture is an example image the user gave.")
         if sheet is not None and self.input_mode == "sheet":
             content.append({"type": "image", "image": sheet})
+            where = "The next picture" if example is not None else "The picture"
             request.append(
-                f"The picture shows {n} candidate images in a grid; each has its number "
+                f"{where} shows {n} candidate images in a grid; each has its number "
                 "in a black box at its top-left corner."
             )
             content.append({"type": "text", "text": "\n".join(request)})
@@ -455,6 +480,15 @@ class Reranker:
         return reason if isinstance(reason, str) else parsed.reason
 
 
+def default_query_image_mode(model: VisionLanguageModel) -> str:
+    """``inline`` on a CPU, where the caption's own generation costs about a second a
+    token (bench/README.md), for models that take several images; ``caption`` elsewhere
+    (what GPUs have always sent)."""
+    device = getattr(getattr(model, "model", None), "device", None)
+    on_cpu = device is not None and torch.device(device).type == "cpu"
+    return "inline" if on_cpu and model.supports_multiple_images else "caption"
+
+
 _SHARED: dict[tuple[Any, ...], Reranker] = {}
 
 
@@ -503,6 +537,8 @@ def rerank(
                 "rerank_num_crops",
                 "rerank_with_reason",
                 "rerank_memory_check",
+                "rerank_quantize",
+                "rerank_query_image",
             )
         )
         if key not in _SHARED:

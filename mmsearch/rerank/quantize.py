@@ -1,0 +1,146 @@
+"""Smaller weights for the reranker's language model on a CPU (opt-in).
+
+A decoding step reads every weight of the language model once, so on a CPU it is bound
+by memory bandwidth: the full Phi-3 Vision reads about 15 GB per token in float32.
+Two modes pack the language model's linear layers (decoder layers and output head; the
+image encoder is left alone) into PyTorch's prepacked x86 (fbgemm) kernels:
+
+- ``int8``: weights in int8, one scale per output channel; each call quantizes its
+  activations to 8 bits on the fly (per call, 7-bit range, as the kernels need without
+  VNNI). About 4x fewer bytes per step and integer matrix products in the prompt pass.
+- ``float16``: weights in float16, activations and accumulation in float32. Half the
+  bytes; results within float16 rounding of the weights.
+
+Weight-only int8 kernels were measured first and rejected on an AVX2-only CPU
+(bench/README.md): ``torch._weight_int8pack_mm`` ran a 3072x8192 matrix-vector product
+2x slower than float32, dequantizing in chunks only 1.35x faster. Both modes run on a CPU
+with a float32 model only; the agreement with the unquantized model is measured by
+``bench/rerank_latency.py --quantize`` and tested on the tiny checkpoints.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import torch
+
+from mmsearch.errors import ConfigurationError
+
+QuantizeMode = Literal["none", "int8", "float16"]
+SETTING = "MMSEARCH_RERANK_QUANTIZE"
+
+
+class PackedLinear(torch.nn.Module):
+    """A :class:`torch.nn.Linear` whose weight is prepacked for the x86 kernels in
+    int8 (per output channel) or float16; input and output stay float32."""
+
+    def __init__(self, linear: torch.nn.Linear, mode: Literal["int8", "float16"]) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.mode = mode
+        if mode == "int8":
+            scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
+            zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+            with warnings.catch_warnings():  # quantized tensors are deprecated; the op is not
+                warnings.simplefilter("ignore")
+                q = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
+            self._packed = torch.ops.quantized.linear_prepack(q, bias)
+            self.weight_bytes = weight.numel() + 8 * weight.shape[0]
+        elif mode == "float16":
+            self._packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
+            self.weight_bytes = 2 * weight.numel()
+        else:
+            raise ValueError(f"unknown quantization mode {mode!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        if self.mode == "int8":
+            return torch.ops.quantized.linear_dynamic(x, self._packed, True)
+        return torch.ops.quantized.linear_dynamic_fp16(x, self._packed)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.mode}"
+
+
+def language_model_part(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules that hold the language model's weights: the submodule named
+    ``language_model`` (ours and most ``transformers`` VLMs) and an ``lm_head`` beside
+    it. The image encoder and projector stay outside."""
+    parts: list[torch.nn.Module] = []
+    for name, module in model.named_modules():
+        last = name.rsplit(".", 1)[-1]
+        if last == "language_model" and not any(_inside(module, p) for p in parts):
+            parts.append(module)
+        elif last == "lm_head" and not any(_inside(module, p) for p in parts):
+            parts.append(module)
+    return [p for p in parts if not any(p is not q and _inside(p, q) for q in parts)]
+
+
+def _inside(module: torch.nn.Module, parent: torch.nn.Module) -> bool:
+    return any(m is module for m in parent.modules())
+
+
+def quantize_language_model(model: torch.nn.Module, mode: QuantizeMode) -> int:
+    """Replace the language model's linear layers of ``model`` in place; returns how
+    many were replaced. ``none`` changes nothing. The model must be on a CPU in float32:
+    anything else is a :class:`ConfigurationError` naming the setting."""
+    if mode == "none":
+        return 0
+    if mode not in ("int8", "float16"):
+        raise ConfigurationError(f"{SETTING}: unknown mode {mode!r} (none, int8 or float16)")
+    param = next(model.parameters(), None)
+    if param is None:
+        raise ConfigurationError(f"{SETTING}: the model has no weights")
+    check_target(mode, param.device, param.dtype)
+    parts = language_model_part(model)
+    if not parts:
+        raise ConfigurationError(
+            f"{SETTING}: cannot find the language model inside {type(model).__name__}"
+        )
+    replaced = 0
+    for part in parts:
+        if isinstance(part, torch.nn.Linear):
+            parent, attr = _parent_of(model, part)
+            setattr(parent, attr, PackedLinear(part, mode))
+            replaced += 1
+            continue
+        for name, child in list(part.named_modules()):
+            if isinstance(child, torch.nn.Linear):
+                parent_name, _, attr = name.rpartition(".")
+                parent = part.get_submodule(parent_name) if parent_name else part
+                setattr(parent, attr, PackedLinear(child, mode))
+                replaced += 1
+    return replaced
+
+
+def check_target(mode: QuantizeMode, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse, before any weight is loaded, a mode the device or dtype cannot run."""
+    if mode == "none":
+        return
+    if device.type != "cpu" or dtype != torch.float32:
+        raise ConfigurationError(
+            f"{SETTING}={mode} packs weights for the CPU's x86 kernels and needs the reranker "
+            f"on a CPU in float32 (here: {device.type}, {str(dtype).removeprefix('torch.')}); "
+            f"set MMSEARCH_RERANK_DEVICE=cpu and MMSEARCH_DTYPE=float32, or unset {SETTING}"
+        )
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        raise ConfigurationError(
+            f"{SETTING}={mode} needs PyTorch's x86 (fbgemm) kernels, which this build or "
+            f"CPU lacks; unset {SETTING}"
+        )
+
+
+def _parent_of(model: torch.nn.Module, target: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    for name, module in model.named_modules():
+        if module is target:
+            parent_name, _, attr = name.rpartition(".")
+            return (model.get_submodule(parent_name) if parent_name else model), attr
+    raise ValueError("module not found")  # pragma: no cover - callers pass a submodule
+
+
+def packed_weight_bytes(model: torch.nn.Module) -> int:
+    return sum(m.weight_bytes for m in model.modules() if isinstance(m, PackedLinear))
