@@ -20,11 +20,17 @@ step's weight bytes at its copy bandwidth.
 
     python bench/rerank_latency.py [--runs 5] [--full --device cuda]
     python bench/rerank_latency.py --full --device cpu [--layers 2] [--num-crops 1 4 9 16]
+        [--quantize int8 float16] [--query-image]
+
+``--quantize``: the same phases with the language model packed (each mode on a copy, after
+the float32 baseline), and the agreement of its rankings and logits with float32.
+``--query-image``: what a query image adds, captioned first or shown in the ranking prompt.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -39,14 +45,19 @@ from typing import Any
 import torch
 from _common import machine, make_photo_folder, percentiles, print_table, write_results
 
+from mmsearch.images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from mmsearch.models.devices import resolve_dtype
 from mmsearch.models.phi3v import load_phi3v
 from mmsearch.rerank.backends import Phi3VisionVLM
 from mmsearch.rerank.pipeline import Reranker, _open_candidate
+from mmsearch.rerank.quantize import PackedLinear, packed_weight_bytes, quantize_language_model
 from mmsearch.rerank.sheet import build_contact_sheet
 from mmsearch.testing.tiny_phi3v import _rope_factors, write_tiny_phi3v
 
 QUERY = "a cat sitting on a table"
+LIMITS = (DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS)
+CAPTION_TOKENS = (20, 40)
+"""Caption lengths costed: a one-sentence caption, and the step's cap."""
 FULL_TEXT = {
     "hidden_size": 3072,
     "intermediate_size": 8192,
@@ -144,7 +155,7 @@ def bench_rerank(vlm: Phi3VisionVLM, photos: list[Path], runs: int) -> dict[str,
     def unconstrained(k: int) -> tuple[float, int, int]:
         _sync()
         start = time.perf_counter()
-        thumbs = [_open_candidate(p, reranker.cell_size) for _, p in candidates]
+        thumbs = [_open_candidate(p, reranker.cell_size, *LIMITS) for _, p in candidates]
         sheet = build_contact_sheet(thumbs, cell_size=reranker.cell_size)
         inputs = vlm.build_inputs(reranker._messages(thumbs, sheet.image, QUERY, None))
         model_inputs = vlm._to_model(inputs)
@@ -228,7 +239,15 @@ def copy_bandwidth(n_bytes: int = 1 << 30) -> float:
 
 
 def _linear_params(module: torch.nn.Module) -> int:
+    """Float linear weights (packed ones are counted by ``packed_weight_bytes``)."""
     return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
+def _all_linear_params(module: torch.nn.Module) -> int:
+    packed = sum(
+        m.in_features * m.out_features for m in module.modules() if isinstance(m, PackedLinear)
+    )
+    return _linear_params(module) + packed
 
 
 class LayerClock:
@@ -300,7 +319,7 @@ def bench_cpu_phases(
                 cached.pop(c, None)
                 for n in candidate_counts:
                     cands = [(f"id-{i}", str(photos[i % len(photos)])) for i in range(n)]
-                    thumbs = [_open_candidate(p, reranker.cell_size) for _, p in cands]
+                    thumbs = [_open_candidate(p, reranker.cell_size, *LIMITS) for _, p in cands]
                     sheet = build_contact_sheet(thumbs, cell_size=reranker.cell_size)
                     messages = reranker._messages(thumbs, sheet.image, QUERY, None)
                     inputs = vlm._to_model(vlm.build_inputs(messages))
@@ -361,17 +380,21 @@ def bench_cpu_phases(
     rate = matmul_rate(dtype)
     bandwidth = copy_bandwidth()
     per_layer_linear = _linear_params(layers[0])
+    per_layer_all = _all_linear_params(layers[0])
     hidden = lm.config.hidden_size
     clip_layers = model.vision.layers_to_run
     clip_linear = _linear_params(model.vision.clip.encoder.layers[0]) * clip_layers
     width = lm.config.hidden_size
     element = torch.finfo(dtype).bits // 8
-    step_bytes = (per_layer_linear * FULL_LAYERS + _linear_params(lm.lm_head)) * element
+    packed = packed_weight_bytes(layers[0])
+    head = lm.lm_head
+    head_bytes = packed_weight_bytes(head) or _linear_params(head) * element
+    step_bytes = (per_layer_linear * element + packed) * FULL_LAYERS + head_bytes
     rows = []
     for n, c in keys:
         t = prompt_tokens[(n, c)]
         crops = math.isqrt(c) ** 2  # a square sheet uses the largest square grid
-        lm_flops = FULL_LAYERS * (2 * per_layer_linear * t + 2 * t * t * hidden)
+        lm_flops = FULL_LAYERS * (2 * per_layer_all * t + 2 * t * t * hidden)
         clip_flops = (crops + 1) * (2 * clip_linear * 577 + clip_layers * 4 * 577 * 577 * 1024)
         clip = statistics.median(clip_s[c])
         lm_p = statistics.median(lm_s[(n, c)])
@@ -406,6 +429,122 @@ def bench_cpu_phases(
         "step_weight_gbytes": step_bytes / 1e9,
         "rows": rows,
     }
+
+
+def _prompt_pass(
+    vlm: Phi3VisionVLM, inputs: dict[str, Any], clock: LayerClock
+) -> tuple[float, Any, torch.Tensor]:
+    """One full forward pass (CLIP included), extrapolated to 32 layers; the cache and
+    the next token, to time decoding steps after it."""
+    n_layers = len(vlm.model.language_model.model.layers)
+    clock.reset()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = vlm.model(**inputs, use_cache=True, logits_to_keep=1)
+    seconds = _extrapolate(time.perf_counter() - start, clock, n_layers)
+    return seconds, out.past_key_values, out.logits[:, -1:].argmax(-1)
+
+
+def _step_time(
+    vlm: Phi3VisionVLM, inputs: dict[str, Any], past: Any, nxt: torch.Tensor, clock: LayerClock
+) -> float:
+    lm = vlm.model.language_model
+    n_layers = len(lm.model.layers)
+    mask = inputs["attention_mask"]
+    steps = []
+    for _ in range(3):
+        mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
+        clock.reset()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = lm(input_ids=nxt, attention_mask=mask, past_key_values=past, use_cache=True)
+        steps.append(_extrapolate(time.perf_counter() - start, clock, n_layers))
+        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    return statistics.median(steps)
+
+
+def bench_query_image(
+    vlm: Phi3VisionVLM, photos: list[Path], runs: int, n: int, num_crops: int
+) -> dict[str, Any]:
+    """What a query image adds to a rerank of ``n`` candidates, both ways: ``caption``
+    (its own prompt pass, then one step per caption token; the caption's words in the
+    ranking prompt are left out) and ``inline`` (the image in the ranking prompt: the
+    difference between the two ranking prompt passes). Full passes, CLIP included."""
+    vlm.processor.image_processor.num_crops = num_crops
+    clock = LayerClock(vlm.model.language_model.model.layers)
+    reranker = Reranker(vlm)
+    cands = [str(photos[i % (len(photos) - 1)]) for i in range(n)]
+    thumbs = [_open_candidate(p, reranker.cell_size, *LIMITS) for p in cands]
+    sheet = build_contact_sheet(thumbs, cell_size=reranker.cell_size).image
+    query = _open_candidate(str(photos[-1]), 2 * reranker.cell_size, *LIMITS)
+    assert query is not None
+
+    def inputs_of(messages: Any) -> dict[str, Any]:
+        return vlm._to_model(vlm.build_inputs(messages))
+
+    plain = inputs_of(reranker._messages(thumbs, sheet, QUERY, None))
+    inline = inputs_of(reranker._messages(thumbs, sheet, QUERY, None, query))
+    caption = inputs_of(reranker._caption_messages(query))
+    times: dict[str, list[float]] = {"plain": [], "inline": [], "caption": [], "step": []}
+    try:
+        for _ in range(runs):
+            times["plain"].append(_prompt_pass(vlm, plain, clock)[0])
+            times["inline"].append(_prompt_pass(vlm, inline, clock)[0])
+            seconds, past, nxt = _prompt_pass(vlm, caption, clock)
+            times["caption"].append(seconds)
+            times["step"].append(_step_time(vlm, caption, past, nxt, clock))
+    finally:
+        clock.remove()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "candidates": n,
+        "num_crops": num_crops,
+        "prompt_tokens": {
+            "ranking": int(plain["input_ids"].shape[1]),
+            "ranking_inline": int(inline["input_ids"].shape[1]),
+            "caption": int(caption["input_ids"].shape[1]),
+        },
+        "ranking_prompt_s": med["plain"],
+        "inline_extra_s": med["inline"] - med["plain"],
+        "caption_prompt_s": med["caption"],
+        "caption_step_s": med["step"],
+        "caption_extra_s": {str(k): med["caption"] + k * med["step"] for k in CAPTION_TOKENS},
+    }
+
+
+def bench_agreement(
+    base: Phi3VisionVLM, packed: Phi3VisionVLM, photos: list[Path], trials: int, n: int = 9
+) -> dict[str, Any]:
+    """Rankings (no reason) of the same requests by the unpacked and the packed model,
+    and the largest difference of the ranking prompt's next-token logits."""
+    first, second = Reranker(base, timeout_s=1e6), Reranker(packed, timeout_s=1e6)
+    queries = [QUERY, "a red car", "snow on a mountain", "a bowl of fruit", "text on a sign"]
+    identical = 0
+    logit_diffs: list[float] = []
+    for t in range(trials):
+        cands = [(f"id-{i}", str(photos[(i + t) % len(photos)])) for i in range(n)]
+        query = queries[t % len(queries)]
+        a = first.rerank(cands, text=query, with_reason=False)
+        b = second.rerank(cands, text=query, with_reason=False)
+        if not (a.reranked and b.reranked):
+            raise RuntimeError(f"rerank fell back: {a.note or b.note}")
+        identical += a.ids == b.ids
+        thumbs = [_open_candidate(p, first.cell_size, *LIMITS) for _, p in cands]
+        sheet = build_contact_sheet(thumbs, cell_size=first.cell_size).image
+        inputs = base._to_model(base.build_inputs(first._messages(thumbs, sheet, query, None)))
+        with torch.inference_mode():
+            la = base.model(**inputs, logits_to_keep=1).logits[0, -1]
+            lb = packed.model(**inputs, logits_to_keep=1).logits[0, -1]
+        logit_diffs.append(float((la - lb).abs().max() / la.abs().max()))
+    return {"trials": trials, "identical_rankings": identical, "max_rel_logit_diff": logit_diffs}
+
+
+def packed_copy(vlm: Phi3VisionVLM, mode: str) -> Phi3VisionVLM:
+    """A copy of ``vlm`` with its language model packed (``mode`` of
+    :mod:`mmsearch.rerank.quantize`)."""
+    model = copy.deepcopy(vlm.model)
+    quantize_language_model(model, mode)  # type: ignore[arg-type]
+    return Phi3VisionVLM(model, vlm.processor, f"{vlm.model_id}-{mode}")
 
 
 def report_cpu(results: dict[str, Any], where: str) -> None:
@@ -450,6 +589,35 @@ def report_cpu(results: dict[str, Any], where: str) -> None:
     )
 
 
+def report_query_image(rows: list[dict[str, Any]], where: str) -> None:
+    print(f"\nquery image, 9 candidates, {where}; seconds added to the rerank\n")
+    print_table(
+        [
+            "crops",
+            "rank prompt tok",
+            "+inline tok",
+            "inline +s",
+            "caption prompt tok",
+            "caption prompt s",
+            "s/token",
+            *(f"caption {k} tok s" for k in CAPTION_TOKENS),
+        ],
+        [
+            [
+                r["num_crops"],
+                r["prompt_tokens"]["ranking"],
+                r["prompt_tokens"]["ranking_inline"] - r["prompt_tokens"]["ranking"],
+                r["inline_extra_s"],
+                r["prompt_tokens"]["caption"],
+                r["caption_prompt_s"],
+                r["caption_step_s"],
+                *(r["caption_extra_s"][str(k)] for k in CAPTION_TOKENS),
+            ]
+            for r in rows
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true")
@@ -459,6 +627,17 @@ def main() -> None:
     parser.add_argument("--num-crops", type=int, nargs="+", default=[1, 4, 9, 16])
     parser.add_argument("--candidates", type=int, nargs="+", default=[4, 9, 16])
     parser.add_argument("--decode-steps", type=int, default=4)
+    parser.add_argument(
+        "--quantize",
+        nargs="+",
+        default=["none"],
+        choices=["none", "int8", "float16"],
+        help="CPU: language model weights as stored (none) or packed; each against none",
+    )
+    parser.add_argument(
+        "--query-image", action="store_true", help="CPU: cost of a query image, both ways"
+    )
+    parser.add_argument("--agreement-trials", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -472,10 +651,24 @@ def main() -> None:
             text = FULL_TEXT | {"num_hidden_layers": args.layers}
             vlm = full_size_phi3v(tmp / "phi3v", device, dtype, text=text)
             where = f"Phi-3 Vision width (random weights), cpu, {str(dtype)[6:]}"
-            results = bench_cpu_phases(
-                vlm, photos, args.runs, args.candidates, args.num_crops, args.decode_steps
-            )
-            report_cpu(results, where)
+            results = {}
+            for mode in dict.fromkeys(["none", *args.quantize]):
+                run = vlm if mode == "none" else packed_copy(vlm, mode)
+                label = where if mode == "none" else f"{where}, language model packed {mode}"
+                phases = bench_cpu_phases(
+                    run, photos, args.runs, args.candidates, args.num_crops, args.decode_steps
+                )
+                report_cpu(phases, label)
+                if args.query_image:
+                    phases["query_image"] = [
+                        bench_query_image(run, photos, args.runs, 9, c) for c in args.num_crops
+                    ]
+                    report_query_image(phases["query_image"], label)
+                if mode != "none":
+                    phases["agreement"] = bench_agreement(vlm, run, photos, args.agreement_trials)
+                    print(f"\nagreement with unpacked weights: {phases['agreement']}")
+                    del run
+                results[mode] = phases
             results["threads"] = torch.get_num_threads()
             results["loadavg_at_end"] = os.getloadavg()
             name = "rerank_latency_cpu"

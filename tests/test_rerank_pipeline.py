@@ -253,6 +253,7 @@ def test_a_rerank_estimated_not_to_fit_returns_at_once(tiny_vlm, candidate_image
     assert result.ids == ids and not result.reranked
     assert "estimated" in result.note
     assert TIMEOUT_SETTING in result.note and "MMSEARCH_RERANK_NUM_CROPS" in result.note
+    assert "MMSEARCH_RERANK_QUANTIZE" in result.note  # a float32 model on a CPU
     assert model.generations == [] and result.elapsed_s < 10
 
 

@@ -355,8 +355,19 @@ class Reranker:
                 f"of {TIMEOUT_SETTING}={self.timeout_s:g}; raise {TIMEOUT_SETTING}, lower "
                 "MMSEARCH_RERANK_NUM_CROPS, rerank fewer candidates"
                 + ("" if not with_reason else ", ask without the reason")
+                + (", pack the weights (MMSEARCH_RERANK_QUANTIZE)" if self._packable() else "")
                 + " or use a GPU"
             )
+
+    def _packable(self) -> bool:
+        """A float32 CPU model whose weights are not packed yet."""
+        from mmsearch.rerank.quantize import PackedLinear
+
+        model = getattr(self.model, "model", None)
+        param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+        if param is None or param.device.type != "cpu" or param.dtype != torch.float32:
+            return False
+        return not any(isinstance(m, PackedLinear) for m in model.modules())
 
     def _generate(
         self, inputs: Mapping[str, Any], *, max_new_tokens: int, deadline: float, **kwargs: Any
