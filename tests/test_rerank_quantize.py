@@ -163,3 +163,15 @@ def test_packing_a_bfloat16_reranker_is_refused_before_loading(
 def test_an_unknown_mode_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="unknown mode"):
         quantize_language_model(torch.nn.Linear(2, 2), "int4")  # type: ignore[arg-type]
+
+
+def test_int8_quantizes_each_token_in_its_own_range() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 32, bias=False)
+    packed = PackedLinear(linear, "int8")
+    x = torch.randn(2, 64) * 0.01
+    loud = torch.randn(1, 64) * 1000  # a token of large activations beside quiet ones
+    with torch.inference_mode():
+        beside = packed(torch.cat([x, loud]))[:2]
+        expected = linear(x)
+    assert float((beside - expected).abs().max() / expected.abs().max()) < 0.03

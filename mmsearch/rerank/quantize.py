@@ -6,8 +6,9 @@ Two modes pack the language model's linear layers (decoder layers and output hea
 image encoder is left alone) into PyTorch's prepacked x86 (fbgemm) kernels:
 
 - ``int8``: weights in int8, one scale per output channel; each call quantizes its
-  activations to 8 bits on the fly (per call, 7-bit range, as the kernels need without
-  VNNI). About 4x fewer bytes per step and integer matrix products in the prompt pass.
+  activations on the fly to the 7-bit range the kernels need without VNNI, per token
+  (each row is scaled to the same range first, since the kernel quantizes per tensor).
+  About 4x fewer bytes per step and integer matrix products in the prompt pass.
 - ``float16``: weights in float16, activations and accumulation in float32. Half the
   bytes; results within float16 rounding of the weights.
 
@@ -48,7 +49,8 @@ class PackedLinear(torch.nn.Module):
             with warnings.catch_warnings():  # quantized tensors are deprecated; the op is not
                 warnings.simplefilter("ignore")
                 q = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
-            self._packed = torch.ops.quantized.linear_prepack(q, bias)
+            self._packed = torch.ops.quantized.linear_prepack(q, None)
+            self._bias = bias  # added after the per-token rescaling
             self.weight_bytes = weight.numel() + 8 * weight.shape[0]
         elif mode == "float16":
             self._packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
@@ -58,9 +60,13 @@ class PackedLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()
-        if self.mode == "int8":
-            return torch.ops.quantized.linear_dynamic(x, self._packed, True)
-        return torch.ops.quantized.linear_dynamic_fp16(x, self._packed)
+        if self.mode == "float16":
+            return torch.ops.quantized.linear_dynamic_fp16(x, self._packed)
+        # One range per token, not one per call: a token of large activations would
+        # otherwise leave the others a few levels of the 7-bit range.
+        scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
+        y = torch.ops.quantized.linear_dynamic(x / scale, self._packed, True) * scale
+        return y if self._bias is None else y + self._bias
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.mode}"
