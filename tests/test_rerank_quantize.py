@@ -175,3 +175,22 @@ def test_int8_quantizes_each_token_in_its_own_range() -> None:
         beside = packed(torch.cat([x, loud]))[:2]
         expected = linear(x)
     assert float((beside - expected).abs().max() / expected.abs().max()) < 0.03
+
+
+@pytest.mark.parametrize("mode", ["int8", "float16"])
+def test_packing_loads_from_the_half_precision_checkpoint_where_float32_would_not_fit(
+    tiny_phi3v_dir: Path, monkeypatch, mode: str
+) -> None:  # noqa: ANN001
+    from mmsearch.errors import ModelLoadError
+    from mmsearch.rerank import backends, budget
+
+    half = budget.checkpoint_weight_bytes(tiny_phi3v_dir, torch.bfloat16, "bfloat16")
+    full = budget.checkpoint_weight_bytes(tiny_phi3v_dir, torch.float32, "bfloat16")
+    monkeypatch.setattr(budget, "available_memory", lambda: (half + full) // 2)
+    monkeypatch.setattr(backends, "_LOADED", {})
+    base = {"rerank_model": str(tiny_phi3v_dir), "rerank_device": "cpu", "dtype": "float32"}
+    with pytest.raises(ModelLoadError, match="needs about.*MMSEARCH_RERANK_QUANTIZE=float16"):
+        load_vlm(Settings(**base))
+    vlm = load_vlm(Settings(**base, rerank_quantize=mode))
+    assert {p.dtype for p in vlm.model.parameters()} == {torch.float32}
+    assert isinstance(vlm.model.language_model.lm_head, PackedLinear)

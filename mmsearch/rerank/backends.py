@@ -370,12 +370,24 @@ CPU_NUM_CROPS = 1
 def read_model_type(name_or_path: str) -> str | None:
     """``model_type`` from the model's config.json: a local directory, or the Hugging
     Face cache / hub. ``None`` when it cannot be read (offline and not cached)."""
+    config = _read_config(name_or_path)
+    return None if config is None else config.get("model_type")
+
+
+def stored_dtype(name_or_path: str) -> torch.dtype:
+    """The precision the checkpoint's weights are stored in (float32 when unsaid)."""
+    config = _read_config(name_or_path) or {}
+    stored = config.get("torch_dtype") or config.get("dtype")
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(stored), torch.float32)
+
+
+def _read_config(name_or_path: str) -> dict[str, Any] | None:
     local = Path(name_or_path).expanduser()
     if local.is_dir():
         config = local / "config.json"
         if not config.is_file():
             raise ModelLoadError(f"reranker model directory {local} has no config.json")
-        return json.loads(config.read_text()).get("model_type")
+        return json.loads(config.read_text())
     try:
         from huggingface_hub import hf_hub_download
 
@@ -386,7 +398,7 @@ def read_model_type(name_or_path: str) -> str | None:
     except Exception as e:  # offline, gated, unknown repo: decided by the name below
         logger.debug("cannot read config.json of %s: %s", name_or_path, e)
         return None
-    return json.loads(Path(path).read_text()).get("model_type")
+    return json.loads(Path(path).read_text())
 
 
 def detect_backend(name_or_path: str) -> Backend:
@@ -429,10 +441,15 @@ def load_vlm(settings: Settings) -> VisionLanguageModel:
     with _LOAD_LOCK:
         if key not in _LOADED:
             dtype = resolve_dtype(settings.dtype, device, accelerator=_half_precision(device))
+            load_dtype = dtype
             if quantize != "none":
                 from mmsearch.rerank.quantize import check_target
 
                 check_target(quantize, device, dtype)
+                # Packed straight from the checkpoint's own precision: the float32 copy
+                # of the whole model never exists, so the memory check counts 2 bytes a
+                # weight, not 4 (a 16 GB machine can load Phi-3 Vision this way).
+                load_dtype = stored_dtype(settings.rerank_model)
             loader = {"phi3v": Phi3VisionVLM, "transformers": TransformersVLM}.get(backend)
             if loader is None:
                 raise ConfigurationError(f"unknown rerank backend {backend!r}")
@@ -440,7 +457,7 @@ def load_vlm(settings: Settings) -> VisionLanguageModel:
             vlm = loader.load(
                 settings.rerank_model,
                 device,
-                dtype,
+                load_dtype,
                 num_crops=num_crops,
                 memory_check=settings.rerank_memory_check,
             )

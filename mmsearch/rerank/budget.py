@@ -212,6 +212,12 @@ def check_memory(needed: int, device: torch.device, what: str) -> None:
             f"{what} needs about {want / gib:.1f} GiB on {device} and only "
             f"{free / gib:.1f} GiB is available: loading it would swap or be killed. "
             "Use a smaller model (MMSEARCH_RERANK_MODEL), half precision where the device "
-            "supports it (MMSEARCH_DTYPE=bfloat16), a GPU (MMSEARCH_RERANK_DEVICE), or free "
+            "supports it (MMSEARCH_DTYPE=bfloat16), "
+            + (
+                "packed weights on this CPU (MMSEARCH_RERANK_QUANTIZE=float16 or int8), "
+                if device.type == "cpu"
+                else ""
+            )
+            + "a GPU (MMSEARCH_RERANK_DEVICE), or free "
             "memory; MMSEARCH_RERANK_MEMORY_CHECK=false skips this check."
         )

@@ -91,9 +91,11 @@ def _inside(module: torch.nn.Module, parent: torch.nn.Module) -> bool:
 
 
 def quantize_language_model(model: torch.nn.Module, mode: QuantizeMode) -> int:
-    """Replace the language model's linear layers of ``model`` in place; returns how
-    many were replaced. ``none`` changes nothing. The model must be on a CPU in float32:
-    anything else is a :class:`ConfigurationError` naming the setting."""
+    """Replace the language model's linear layers of ``model`` in place, then make the
+    rest float32; returns how many were replaced. ``none`` changes nothing. The model
+    must be on a CPU, in float32 or in its checkpoint's half precision (packed from it
+    layer by layer, a float32 copy of the whole model never exists); anything else is a
+    :class:`ConfigurationError` naming the setting."""
     if mode == "none":
         return 0
     if mode not in ("int8", "float16"):
@@ -101,7 +103,9 @@ def quantize_language_model(model: torch.nn.Module, mode: QuantizeMode) -> int:
     param = next(model.parameters(), None)
     if param is None:
         raise ConfigurationError(f"{SETTING}: the model has no weights")
-    check_target(mode, param.device, param.dtype)
+    check_target(mode, param.device, torch.float32)
+    if param.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ConfigurationError(f"{SETTING}: cannot pack weights of {param.dtype}")
     parts = language_model_part(model)
     if not parts:
         raise ConfigurationError(
@@ -120,6 +124,7 @@ def quantize_language_model(model: torch.nn.Module, mode: QuantizeMode) -> int:
                 parent = part.get_submodule(parent_name) if parent_name else part
                 setattr(parent, attr, PackedLinear(child, mode))
                 replaced += 1
+    model.float()
     return replaced
 
 
