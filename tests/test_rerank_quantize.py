@@ -194,3 +194,26 @@ def test_packing_loads_from_the_half_precision_checkpoint_where_float32_would_no
     vlm = load_vlm(Settings(**base, rerank_quantize=mode))
     assert {p.dtype for p in vlm.model.parameters()} == {torch.float32}
     assert isinstance(vlm.model.language_model.lm_head, PackedLinear)
+
+
+def test_each_layer_is_freed_as_soon_as_it_is_packed(tiny_phi3v_dir: Path, monkeypatch) -> None:  # noqa: ANN001
+    import gc
+    import weakref
+
+    from mmsearch.rerank import quantize
+
+    vlm = Phi3VisionVLM.load(str(tiny_phi3v_dir), "cpu", torch.float32)
+    earlier: list[weakref.ref] = []
+    alive_at_each_step: list[int] = []
+
+    class Watching(PackedLinear):
+        def __init__(self, linear: torch.nn.Linear, mode) -> None:  # noqa: ANN001
+            gc.collect()
+            alive_at_each_step.append(sum(r() is not None for r in earlier))
+            earlier.append(weakref.ref(linear.weight))
+            super().__init__(linear, mode)
+
+    monkeypatch.setattr(quantize, "PackedLinear", Watching)
+    quantize_language_model(vlm.model, "int8")
+    assert len(alive_at_each_step) > 4
+    assert max(alive_at_each_step) <= 1  # at most the one being replaced right now

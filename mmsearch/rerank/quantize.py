@@ -118,12 +118,14 @@ def quantize_language_model(model: torch.nn.Module, mode: QuantizeMode) -> int:
             setattr(parent, attr, PackedLinear(part, mode))
             replaced += 1
             continue
-        for name, child in list(part.named_modules()):
-            if isinstance(child, torch.nn.Linear):
-                parent_name, _, attr = name.rpartition(".")
-                parent = part.get_submodule(parent_name) if parent_name else part
-                setattr(parent, attr, PackedLinear(child, mode))
-                replaced += 1
+        # Names, not modules: each layer's weights are freed as soon as it is replaced,
+        # so packing needs little more memory than the model it starts from.
+        names = [n for n, m in part.named_modules() if isinstance(m, torch.nn.Linear)]
+        for name in names:
+            parent_name, _, attr = name.rpartition(".")
+            parent = part.get_submodule(parent_name) if parent_name else part
+            setattr(parent, attr, PackedLinear(getattr(parent, attr), mode))
+            replaced += 1
     model.float()
     return replaced
 
