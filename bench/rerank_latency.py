@@ -49,6 +49,7 @@ from mmsearch.images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from mmsearch.models.devices import resolve_dtype
 from mmsearch.models.phi3v import load_phi3v
 from mmsearch.rerank.backends import Phi3VisionVLM
+from mmsearch.rerank.budget import copy_bandwidth, matmul_flops
 from mmsearch.rerank.pipeline import Reranker, _open_candidate
 from mmsearch.rerank.quantize import PackedLinear, packed_weight_bytes, quantize_language_model
 from mmsearch.rerank.sheet import build_contact_sheet
@@ -210,34 +211,6 @@ def report(results: dict[str, Any], where: str) -> None:
 FULL_LAYERS = 32
 
 
-def matmul_rate(dtype: torch.dtype, tokens: int = 1024, hidden: int = 3072) -> float:
-    """Best FLOP/s of this CPU's matrix products at the language model's MLP shape (a
-    1024-token chunk through 3072 -> 8192): the bound on the prompt pass."""
-    a = torch.randn(tokens, hidden).to(dtype)
-    w = torch.randn(8192, hidden).to(dtype)
-    torch.nn.functional.linear(a, w)
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        torch.nn.functional.linear(a, w)
-        best = min(best, time.perf_counter() - start)
-    return 2 * tokens * hidden * 8192 / best
-
-
-def copy_bandwidth(n_bytes: int = 1 << 30) -> float:
-    """Best bytes/s of a large copy (bytes read + written): a decoding step reads every
-    weight once, so it can go no faster than its weight bytes at this rate."""
-    src = torch.ones(n_bytes // 4)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        dst.copy_(src)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n_bytes / best
-
-
 def _linear_params(module: torch.nn.Module) -> int:
     """Float linear weights (packed ones are counted by ``packed_weight_bytes``)."""
     return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
@@ -377,8 +350,8 @@ def bench_cpu_phases(
 
     # Bounds, measured in the same run.
     dtype = lm.dtype
-    rate = matmul_rate(dtype)
-    bandwidth = copy_bandwidth()
+    rate = matmul_flops(dtype, tokens=1024, repeats=5)
+    bandwidth = copy_bandwidth(1 << 30, repeats=5)
     per_layer_linear = _linear_params(layers[0])
     per_layer_all = _all_linear_params(layers[0])
     hidden = lm.config.hidden_size

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,32 +40,34 @@ class Rates:
     """``calibrated`` (micro-benchmarks) or ``measured`` (a previous generation)."""
 
 
-@lru_cache(maxsize=4)
-def matmul_flops(dtype: torch.dtype) -> float:
-    """Best FLOP/s of a 512 x 3072 x 8192 matrix product on this CPU."""
-    a = torch.randn(512, 3072).to(dtype)
+def _best_of(repeats: int, run: Any) -> float:
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@lru_cache(maxsize=8)
+def matmul_flops(dtype: torch.dtype, tokens: int = 512, repeats: int = 3) -> float:
+    """Best FLOP/s of a ``tokens`` x 3072 x 8192 matrix product (the language model's
+    MLP shape) on this CPU: what bounds the prompt pass."""
+    a = torch.randn(tokens, 3072).to(dtype)
     w = torch.randn(8192, 3072).to(dtype)
-    torch.nn.functional.linear(a, w)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        torch.nn.functional.linear(a, w)
-        best = min(best, time.perf_counter() - start)
-    return 2 * 512 * 3072 * 8192 / best
+    seconds = _best_of(repeats, lambda: torch.nn.functional.linear(a, w))
+    return 2 * tokens * 3072 * 8192 / seconds
 
 
-@lru_cache(maxsize=1)
-def copy_bandwidth() -> float:
-    """Best bytes/s (read + written) of a 256 MiB copy on this machine."""
-    src = torch.ones(1 << 26)
+@lru_cache(maxsize=4)
+def copy_bandwidth(n_bytes: int = 1 << 28, repeats: int = 3) -> float:
+    """Best bytes/s (read + written) of an ``n_bytes`` copy on this machine: a decoding
+    step reads every weight once, so it goes no faster than its bytes at this rate."""
+    src = torch.ones(n_bytes // 4)
     dst = torch.empty_like(src)
-    dst.copy_(src)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        dst.copy_(src)
-        best = min(best, time.perf_counter() - start)
-    return 2 * src.numel() * src.element_size() / best
+    seconds = _best_of(repeats, lambda: dst.copy_(src))
+    return 2 * n_bytes / seconds
 
 
 PACKED_PROMPT_SPEEDUP = {"int8": 1.9, "float16": 1.1}
