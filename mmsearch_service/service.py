@@ -281,6 +281,9 @@ def run(settings: Settings | None = None, *, detached: bool = False) -> int:
         # environment's MMSEARCH_ALLOWED_ROOTS must not widen or narrow another front's.
         server = create_server(settings.model_copy(update={"allowed_roots": None}))
         _add_status_hooks(server)
+        # The job manager marks the jobs of a service that died as interrupted: at start,
+        # so `service status` and `mmsearch jobs` say so before any client calls.
+        _ = server.shared_search.jobs  # type: ignore[attr-defined]
         watcher = start_server_watching(server, settings)
         service = Service(settings, runtime, server)
         try:
