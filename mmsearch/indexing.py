@@ -43,6 +43,7 @@ from mmsearch.images import load_image_file
 from mmsearch.pathnames import NOT_UTF8_REASON, check_path, is_utf8
 from mmsearch.selection import (  # noqa: F401 (DEFAULT_EXTENSIONS: re-exported)
     DEFAULT_EXTENSIONS,
+    glob_base,
     has_magic,
     has_wanted_extension,
     normalize_extensions,
@@ -108,7 +109,7 @@ class _Root:
     def prefix_expr(self) -> str:
         folder = self.path
         if self.kind == "glob":
-            folder = _glob_base(self.path)
+            folder = glob_base(self.path)
         if self.kind == "file":
             return f"path == {quote_string(self.path)}"
         return to_milvus_expr(SearchFilter(path_prefix=folder))
@@ -123,16 +124,6 @@ class _Root:
         if self.recursive:
             return path.startswith(self.path.rstrip(os.sep) + os.sep)
         return os.path.dirname(path) == self.path
-
-
-def _glob_base(pattern: str) -> str:
-    parts = pattern.split(os.sep)
-    base: list[str] = []
-    for part in parts:
-        if has_magic(part):
-            break
-        base.append(part)
-    return os.sep.join(base) or os.sep
 
 
 @dataclass

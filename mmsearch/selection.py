@@ -41,6 +41,18 @@ def has_magic(path: str) -> bool:
     return any(ch in path for ch in "*?[")
 
 
+def glob_base(pattern: str) -> str:
+    """The folder part of ``pattern`` before its first wildcard: all it can match lies
+    under it."""
+    parts = pattern.split(os.sep)
+    base: list[str] = []
+    for part in parts:
+        if has_magic(part):
+            break
+        base.append(part)
+    return os.sep.join(base) or os.sep
+
+
 def has_wanted_extension(name: str, extensions: frozenset[str]) -> bool:
     return os.path.splitext(name)[1].lower().lstrip(".") in extensions
 
