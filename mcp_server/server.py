@@ -337,9 +337,7 @@ def create_server(
         ] = None,
         prune: Annotated[
             bool,
-            Field(
-                description="Also remove the records of files under these paths that are gone."
-            ),
+            Field(description="Also remove the records of files under these paths that are gone."),
         ] = False,
         captions: Annotated[
             bool | None,
