@@ -324,6 +324,21 @@ def create_server(
             Field(description="JSON object stored with every image indexed by this call."),
         ] = None,
         collection: Annotated[str | None, Field(description="Collection to fill.")] = None,
+        extensions: Annotated[
+            list[Annotated[str, Field(max_length=32)]] | None,
+            Field(
+                min_length=1,
+                max_length=64,
+                description=(
+                    'File extensions to index in folders (e.g. ["png", "jpg"]; '
+                    "default: jpg jpeg png webp bmp gif tif tiff)."
+                ),
+            ),
+        ] = None,
+        prune: Annotated[
+            bool,
+            Field(description="Also remove the records of files under these paths that are gone."),
+        ] = False,
         captions: Annotated[
             bool | None,
             Field(
@@ -349,7 +364,8 @@ def create_server(
         """Add image files and folders to the search index, as a background job. Files
         already indexed and unchanged are skipped. Answers with the report when the job
         ends within wait_s, else with its state (follow it with index_status); the job
-        goes on if the call is cancelled. An identical running job is joined."""
+        goes on if the call is cancelled. An identical running job is joined. prune removes
+        records only under the given paths, which lie inside the allowed roots."""
         with _tool_errors("index_images"):
             allowed = _allowed_roots(configured, roots)
             targets = [ensure_allowed(path, allowed) for path in paths]
@@ -358,7 +374,9 @@ def create_server(
                 return shared.jobs.submit(
                     targets,
                     recursive=recursive,
+                    extensions=extensions,
                     metadata=metadata,
+                    prune=prune,
                     collection=collection,
                     captions=captions,
                     roots=allowed,

@@ -24,7 +24,13 @@ import click
 from mmsearch.config import Settings
 from mmsearch.errors import CollectionNotFoundError, MMSearchError
 from mmsearch.filters import SearchFilter, parse_filter
-from mmsearch.types import CollectionStats, IndexJobStatus, IndexProgress, SearchHit
+from mmsearch.types import (
+    CollectionStats,
+    IndexJobList,
+    IndexJobStatus,
+    IndexProgress,
+    SearchHit,
+)
 
 if TYPE_CHECKING:
     from mmsearch.jobs import IndexJobs
@@ -239,11 +245,13 @@ def index(
     """Index image files, folders and globs (unchanged files are skipped), as a job that
     this command follows; Ctrl-C cancels it (what was stored stays)."""
     metadata = parse_key_values(meta, "--meta") if meta else None
-    # the service's index_images takes files and folders; globs, --ext, --prune run here
-    here = extensions or prune or any(c in p for p in paths for c in "*?[")
-    client = None if here else _service(ctx, [os.path.abspath(p) for p in paths])
+    targets, roots = _expand_globs(paths, extensions, prune)
+    client = _service(ctx, roots)
     if client is not None:
-        status = _index_through(client, ctx, paths, recursive, metadata, captions, progress, detach)
+        options: dict[str, Any] = {"recursive": recursive, "prune": prune}
+        if extensions:
+            options["extensions"] = list(extensions)
+        status = _index_through(client, ctx, targets, options, metadata, captions, progress, detach)
     else:
         if detach:
             raise MMSearchError(DETACH_NEEDS_SERVICE)
@@ -275,6 +283,45 @@ def index(
         ctx.exit(EXIT_CANCELLED)
     if report.failed:
         ctx.exit(EXIT_ERROR)
+
+
+SERVICE_PATHS_PER_CALL = 1000
+"""The most paths the service's ``index_images`` takes in one call."""
+
+
+def _expand_globs(
+    paths: tuple[str, ...], extensions: tuple[str, ...], prune: bool
+) -> tuple[list[str], list[str]]:
+    """The absolute paths to hand to the service, and the folders to share as its roots.
+
+    A glob is expanded here, as indexing in this process would expand it, so that the
+    service gets the files this user's shell sees and only their folders need sharing.
+    The pattern itself goes along too when it matches nothing (the job then reports an
+    empty glob just as in this process) or with ``--prune`` (records of files that are
+    gone match no file, only the pattern); then its fixed folder is shared. Past the
+    service's limit on paths per call, the patterns go instead of their files.
+    """
+    from mmsearch.selection import glob_base, glob_files, has_magic, normalize_extensions
+
+    exts = normalize_extensions(list(extensions) or None)
+    plain: list[str] = []
+    globs: list[tuple[str, list[str]]] = []
+    for raw in paths:
+        path = os.path.abspath(os.path.expanduser(raw))
+        if not has_magic(raw) or os.path.lexists(path):
+            plain.append(path)
+        else:
+            globs.append((path, glob_files(path, exts)))
+    targets, roots = list(plain), list(plain)
+    expand = len(plain) + sum(len(m) for _, m in globs) <= SERVICE_PATHS_PER_CALL
+    for pattern, matches in globs:
+        if expand:
+            targets.extend(matches)
+            roots.extend(matches)
+        if prune or not matches or not expand:
+            targets.append(pattern)
+            roots.append(glob_base(pattern))
+    return targets, roots
 
 
 def _index_here(
@@ -316,19 +363,20 @@ FOLLOW_WAIT_S = 20.0
 def _index_through(
     client: ServiceClient,
     ctx: click.Context,
-    paths: tuple[str, ...],
-    recursive: bool,
+    paths: list[str],
+    options: dict[str, Any],
     metadata: dict[str, Any] | None,
     captions: bool | None,
     progress: bool | None,
     detach: bool,
 ) -> IndexJobStatus:
-    """Start (or join) the job on the service, then follow it with repeated
+    """Start (or join) the job on the service (``options``: recursive, extensions,
+    prune, as ``index_images`` takes them), then follow it with repeated
     ``index_images`` calls, which join it and report progress; Ctrl-C cancels the job
     (``cancel_index``). ``detach``: answer at once, the job runs on in the service."""
     arguments: dict[str, Any] = {
-        "paths": [os.path.abspath(p) for p in paths],
-        "recursive": recursive,
+        "paths": paths,
+        **options,
         "wait_s": 0,
         **_collection_argument(ctx),
     }
@@ -348,10 +396,17 @@ def _index_through(
 
         try:
             while status.active:
-                answer = client.call_tool(
-                    "index_images", {**arguments, "wait_s": FOLLOW_WAIT_S}, progress=on_progress
+                answer = IndexJobStatus.model_validate(
+                    client.call_tool(
+                        "index_images", {**arguments, "wait_s": FOLLOW_WAIT_S}, progress=on_progress
+                    )
                 )
-                status = IndexJobStatus.model_validate(answer)
+                if answer.id != status.id:
+                    # ours ended between two calls, so this call started another: report
+                    # ours (a second --prune run would find nothing left to remove)
+                    listed = client.call_tool("index_status", {"job_id": status.id})
+                    [answer] = IndexJobList.model_validate(listed).jobs
+                status = answer
         except KeyboardInterrupt:
             client.call_tool("cancel_index", {"job_id": status.id})
             raise click.exceptions.Exit(EXIT_CANCELLED) from None

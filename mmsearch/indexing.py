@@ -41,6 +41,13 @@ from mmsearch.errors import CaptionError, ImageDecodeError, InvalidQueryError, M
 from mmsearch.filters import SearchFilter, check_metadata, quote_string, to_milvus_expr
 from mmsearch.images import load_image_file
 from mmsearch.pathnames import NOT_UTF8_REASON, check_path, is_utf8
+from mmsearch.selection import (  # noqa: F401 (DEFAULT_EXTENSIONS: re-exported)
+    DEFAULT_EXTENSIONS,
+    glob_base,
+    has_magic,
+    has_wanted_extension,
+    normalize_extensions,
+)
 from mmsearch.store import CollectionInfo, MilvusStore, StoredRow
 from mmsearch.types import FailedFile, ImageRecord, IndexProgress, IndexReport
 
@@ -53,32 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
-
 ProgressCallback = Callable[[IndexProgress], None]
-
-
-def normalize_extensions(extensions: Iterable[str] | None) -> frozenset[str]:
-    """``[".JPG", "png"]`` -> ``{"jpg", "png"}``; ``None`` -> the defaults."""
-    if extensions is None:
-        return frozenset(DEFAULT_EXTENSIONS)
-    if isinstance(extensions, str):
-        extensions = [extensions]
-    out = set()
-    for ext in extensions:
-        if not isinstance(ext, str):
-            raise InvalidQueryError(f"extension must be a string, not {type(ext).__name__}")
-        for part in ext.split(","):
-            part = part.strip().lower().lstrip(".")
-            if part:
-                out.add(part)
-    if not out:
-        raise InvalidQueryError("the extensions list is empty")
-    return frozenset(out)
-
-
-def _has_magic(path: str) -> bool:
-    return any(ch in path for ch in "*?[")
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
@@ -127,7 +109,7 @@ class _Root:
     def prefix_expr(self) -> str:
         folder = self.path
         if self.kind == "glob":
-            folder = _glob_base(self.path)
+            folder = glob_base(self.path)
         if self.kind == "file":
             return f"path == {quote_string(self.path)}"
         return to_milvus_expr(SearchFilter(path_prefix=folder))
@@ -142,16 +124,6 @@ class _Root:
         if self.recursive:
             return path.startswith(self.path.rstrip(os.sep) + os.sep)
         return os.path.dirname(path) == self.path
-
-
-def _glob_base(pattern: str) -> str:
-    parts = pattern.split(os.sep)
-    base: list[str] = []
-    for part in parts:
-        if _has_magic(part):
-            break
-        base.append(part)
-    return os.sep.join(base) or os.sep
 
 
 @dataclass
@@ -226,7 +198,7 @@ def scan_paths(
         scan.files.append(_Candidate(path=path, size=st.st_size, mtime=st.st_mtime))
 
     def wanted(name: str) -> bool:
-        return os.path.splitext(name)[1].lower().lstrip(".") in exts
+        return has_wanted_extension(name, exts)
 
     for raw in paths:
         given = check_path(raw)
@@ -240,7 +212,7 @@ def scan_paths(
         except OSError as exc:
             scan.failed.append(FailedFile(path=path, reason=f"cannot access: {exc.strerror}"))
             continue
-        if st is None and _has_magic(given):
+        if st is None and has_magic(given):
             scan.roots.append(_Root("glob", path))
             for match in sorted(glob.glob(path, recursive=True)):
                 try:

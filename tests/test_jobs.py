@@ -82,8 +82,13 @@ def test_the_same_request_joins_the_running_job(
     gated.reached()
     again = jobs.submit([str(tmp_path / "a" / ".." / "a")])
     other_options = jobs.submit([tmp_path / "a"], recursive=False)
+    pruning = jobs.submit([tmp_path / "a"], prune=True)
+    only_png = jobs.submit([tmp_path / "a"], extensions=["png"])
+    same_png = jobs.submit([tmp_path / "a"], extensions=[".PNG"])
     assert again.id == first.id
     assert other_options.id != first.id and other_options.state == "queued"
+    assert len({first.id, other_options.id, pruning.id, only_png.id}) == 4
+    assert same_png.id == only_png.id  # the same extensions, spelt otherwise
     gated.open()
     assert jobs.wait(first.id, 60).state == "finished"
     assert jobs.wait(other_options.id, 60).report.unchanged == 3

@@ -163,3 +163,55 @@ async def test_wait_s_is_capped_under_a_minute(server: Any, root: Path) -> None:
     async with Client(server) as client:
         result = await client.call_tool("index_images", {"paths": [str(root)], "wait_s": 120})
     assert result.is_error and "wait_s" in result.content[0].text
+
+
+async def test_prune_removes_gone_files_only_under_the_given_folder(
+    server: Any, root: Path, gated: GatedEmbedder
+) -> None:
+    gated.open()
+    async with Client(server) as client:
+        first = await capped(client, "index_images", {"paths": [str(root)], "wait_s": 4})
+        assert first["report"]["indexed"] == 8
+        (root / "a" / "img0000.png").unlink()
+        (root / "b" / "img0000.png").unlink()
+        args = {"paths": [str(root / "a")], "wait_s": 4}
+        plain = await capped(client, "index_images", args)
+        pruned = await capped(client, "index_images", {**args, "prune": True})
+        stats = await capped(client, "collection_stats", {})
+    assert plain["report"]["removed"] == 0 and plain["prune"] is False
+    assert pruned["id"] != plain["id"] and pruned["prune"] is True
+    assert pruned["report"]["removed"] == 1
+    assert stats["count"] == 7  # b's gone file was not under the pruned folder
+
+
+async def test_extensions_choose_the_files_of_a_folder(
+    server: Any, root: Path, gated: GatedEmbedder
+) -> None:
+    gated.open()
+    (root / "a" / "img0000.png").rename(root / "a" / "copy.JPG")
+    async with Client(server) as client:
+        args = {"paths": [str(root / "a")], "wait_s": 4}
+        only_jpg = await capped(client, "index_images", {**args, "extensions": [".jpg"]})
+        empty = await client.call_tool("index_images", {**args, "extensions": [" , "]})
+        stats = await capped(client, "collection_stats", {})
+    assert only_jpg["extensions"] == ["jpg"]
+    assert only_jpg["report"]["indexed"] == 1 and only_jpg["report"]["total"] == 1
+    assert empty.is_error and "extensions list is empty" in empty.content[0].text
+    assert stats["count"] == 1
+
+
+async def test_prune_outside_the_allowed_roots_is_refused(
+    server: Any, root: Path, tmp_path: Path, gated: GatedEmbedder
+) -> None:
+    gated.open()
+    outside = tmp_path / "elsewhere"
+    write_images(outside, 1, seed=3)
+    async with Client(server) as client:
+        for path in (outside, root / ".." / "elsewhere"):
+            refused = await client.call_tool(
+                "index_images", {"paths": [str(path)], "prune": True, "wait_s": 4}
+            )
+            assert refused.is_error
+            assert "outside the allowed roots" in refused.content[0].text
+        listed = await capped(client, "index_status", {})
+    assert listed["jobs"] == []

@@ -374,3 +374,40 @@ def test_cli_index_detach_leaves_the_job_to_the_service(data_dir, folders, tiny_
     done = _cli(env, "stats", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["count"] == 2
+
+
+def test_cli_index_with_prune_ext_and_globs_runs_on_the_service(
+    data_dir, folders, tiny_model
+) -> None:
+    desktop, vscode = folders
+    env = server_env(**_variables(data_dir, tiny_model))
+
+    def index(*args: str) -> dict:
+        done = _cli(env, "index", *args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert index(str(desktop))["indexed"] == 2
+    (desktop / "chelsea.jpg").unlink()
+    assert index("--prune", str(desktop))["removed"] == 1
+
+    from PIL import Image
+
+    Image.open(vscode / "coffee.jpg").save(vscode / "coffee.png")
+    only_png = index("--ext", "png", str(vscode))
+    assert (only_png["indexed"], only_png["total"]) == (1, 1)
+
+    globbed = index(str(vscode / "r*.jpg"))  # expanded here, sent as files
+    assert (globbed["indexed"], globbed["total"]) == (1, 1)
+    (vscode / "rocket.jpg").unlink()
+    pruned = index("--prune", str(vscode / "r*.jpg"))
+    assert pruned["removed"] == 1
+    nothing = index(str(vscode / "none*.jpg"))
+    assert (nothing["indexed"], nothing["total"]) == (0, 0)
+
+    status = _status(data_dir)
+    assert status is not None  # every job ran on the service, none in this process
+    assert len(status["jobs"]) >= 6  # one per command (a follow call may add one)
+    assert {job["state"] for job in status["jobs"]} == {"finished"}
+    done = _cli(env, "stats", "--json")
+    assert json.loads(done.stdout)["count"] == 2  # astronaut.jpg, coffee.png
