@@ -313,25 +313,10 @@ def bench_cpu_phases(
                     with torch.inference_mode():
                         out = model(**inputs, use_cache=True, logits_to_keep=1)
                     lm_s[(n, c)].append(_extrapolate(time.perf_counter() - start, clock, n_layers))
-                    past = out.past_key_values
                     nxt = out.logits[:, -1:].argmax(-1)
-                    mask = inputs["attention_mask"]
-                    steps = []
-                    for _ in range(decode_steps):
-                        mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
-                        clock.reset()
-                        start = time.perf_counter()
-                        with torch.inference_mode():
-                            out = lm(
-                                input_ids=nxt,
-                                attention_mask=mask,
-                                past_key_values=past,
-                                use_cache=True,
-                            )
-                        steps.append(_extrapolate(time.perf_counter() - start, clock, n_layers))
-                        past = out.past_key_values
-                        nxt = out.logits[:, -1:].argmax(-1)
-                    step_s[(n, c)].append(statistics.median(steps))
+                    step_s[(n, c)].append(
+                        _step_time(vlm, inputs, out.past_key_values, nxt, clock, decode_steps)
+                    )
                     print(  # progress, in case the run is cut short
                         f"candidates={n} crops={c} prompt={prompt_tokens[(n, c)]} "
                         f"clip={clip_s[c][-1]:.2f}s lm={lm_s[(n, c)][-1]:.2f}s "
@@ -339,7 +324,7 @@ def bench_cpu_phases(
                         file=sys.stderr,
                         flush=True,
                     )
-                    del past, out
+                    del out
     finally:
         model.vision.image_features = real_features  # type: ignore[method-assign]
         clock.remove()
@@ -419,13 +404,20 @@ def _prompt_pass(
 
 
 def _step_time(
-    vlm: Phi3VisionVLM, inputs: dict[str, Any], past: Any, nxt: torch.Tensor, clock: LayerClock
+    vlm: Phi3VisionVLM,
+    inputs: dict[str, Any],
+    past: Any,
+    nxt: torch.Tensor,
+    clock: LayerClock,
+    steps_run: int = 3,
 ) -> float:
+    """Median seconds of ``steps_run`` greedy decoding steps after a prompt pass,
+    extrapolated to 32 layers."""
     lm = vlm.model.language_model
     n_layers = len(lm.model.layers)
     mask = inputs["attention_mask"]
     steps = []
-    for _ in range(3):
+    for _ in range(steps_run):
         mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
         clock.reset()
         start = time.perf_counter()

@@ -72,22 +72,21 @@ class PackedLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.mode}"
 
 
-def language_model_part(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The modules that hold the language model's weights: the submodule named
-    ``language_model`` (ours and most ``transformers`` VLMs) and an ``lm_head`` beside
-    it. The image encoder and projector stay outside."""
-    parts: list[torch.nn.Module] = []
-    for name, module in model.named_modules():
-        last = name.rsplit(".", 1)[-1]
-        if last == "language_model" and not any(_inside(module, p) for p in parts):
-            parts.append(module)
-        elif last == "lm_head" and not any(_inside(module, p) for p in parts):
-            parts.append(module)
-    return [p for p in parts if not any(p is not q and _inside(p, q) for q in parts)]
-
-
-def _inside(module: torch.nn.Module, parent: torch.nn.Module) -> bool:
-    return any(m is module for m in parent.modules())
+def language_model_linears(model: torch.nn.Module) -> list[str]:
+    """Names of the linear layers that hold the language model's weights: those inside a
+    submodule named ``language_model`` (ours and most ``transformers`` VLMs) and an
+    ``lm_head`` beside it. The image encoder and projector stay outside."""
+    prefixes = tuple(
+        name + "."
+        for name, _ in model.named_modules()
+        if name.rsplit(".", 1)[-1] == "language_model"
+    )
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and (name.startswith(prefixes) or name.rsplit(".", 1)[-1] == "lm_head")
+    ]
 
 
 def quantize_language_model(model: torch.nn.Module, mode: QuantizeMode) -> int:
@@ -106,28 +105,19 @@ def quantize_language_model(model: torch.nn.Module, mode: QuantizeMode) -> int:
     check_target(mode, param.device, torch.float32)
     if param.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ConfigurationError(f"{SETTING}: cannot pack weights of {param.dtype}")
-    parts = language_model_part(model)
-    if not parts:
+    names = language_model_linears(model)
+    if not names:
         raise ConfigurationError(
             f"{SETTING}: cannot find the language model inside {type(model).__name__}"
         )
-    replaced = 0
-    for part in parts:
-        if isinstance(part, torch.nn.Linear):
-            parent, attr = _parent_of(model, part)
-            setattr(parent, attr, PackedLinear(part, mode))
-            replaced += 1
-            continue
-        # Names, not modules: each layer's weights are freed as soon as it is replaced,
-        # so packing needs little more memory than the model it starts from.
-        names = [n for n, m in part.named_modules() if isinstance(m, torch.nn.Linear)]
-        for name in names:
-            parent_name, _, attr = name.rpartition(".")
-            parent = part.get_submodule(parent_name) if parent_name else part
-            setattr(parent, attr, PackedLinear(getattr(parent, attr), mode))
-            replaced += 1
+    # Names, not modules: each layer's weights are freed as soon as it is replaced, so
+    # packing needs little more memory than the model it starts from.
+    for name in names:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, attr, PackedLinear(getattr(parent, attr), mode))
     model.float()
-    return replaced
+    return len(names)
 
 
 def check_target(mode: QuantizeMode, device: torch.device, dtype: torch.dtype) -> None:
@@ -145,14 +135,6 @@ def check_target(mode: QuantizeMode, device: torch.device, dtype: torch.dtype) -
             f"{SETTING}={mode} needs PyTorch's x86 (fbgemm) kernels, which this build or "
             f"CPU lacks; unset {SETTING}"
         )
-
-
-def _parent_of(model: torch.nn.Module, target: torch.nn.Module) -> tuple[torch.nn.Module, str]:
-    for name, module in model.named_modules():
-        if module is target:
-            parent_name, _, attr = name.rpartition(".")
-            return (model.get_submodule(parent_name) if parent_name else model), attr
-    raise ValueError("module not found")  # pragma: no cover - callers pass a submodule
 
 
 def packed_weight_bytes(model: torch.nn.Module) -> int:
